@@ -1,0 +1,58 @@
+"""Creating and removing pools: refusals, and teardown that leaves nothing behind."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from tests.pool import pool as pools
+
+pytestmark = pytest.mark.pool
+
+
+def _labelled(kind: str, name: str) -> list[str]:
+    out = subprocess.run(["docker", kind, "ls", "-q", "--filter",
+                          f"label={pools.POOL_LABEL}={name}"] + (["-a"] if kind == "container"
+                                                                  else []),
+                         capture_output=True, text=True, check=True).stdout
+    return out.split()
+
+
+def test_teardown_leaves_nothing_behind() -> None:
+    name = "pytest-teardown"
+    pools.remove(name)
+    pool = pools.create(name, machines=1)
+    assert _labelled("container", name) and _labelled("network", name)
+    assert pool.state_dir.exists()
+    pools.remove(name)
+    assert _labelled("container", name) == []
+    assert _labelled("network", name) == []
+    assert not pool.state_dir.exists()
+
+
+def test_teardown_after_a_crash_halfway(monkeypatch) -> None:
+    """A create() that dies after the network and a container exist leaves nothing behind."""
+    name = "pytest-crash"
+    pools.remove(name)
+
+    def crash(*_args, **_kwargs):
+        raise RuntimeError("simulated crash while waiting for the machines")
+
+    monkeypatch.setattr(pools, "_wait_ready", crash)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        pools.create(name, machines=1)
+    assert _labelled("container", name) == []
+    assert _labelled("network", name) == []
+
+
+def test_a_taken_subnet_is_refused(pool: pools.Pool) -> None:
+    with pytest.raises(pools.PoolError, match=f"overlaps {pool.subnet}"):
+        pools.create("pytest-clash", machines=1, subnet=pool.subnet)
+    assert _labelled("network", "pytest-clash") == []
+
+
+def test_bad_names_are_refused() -> None:
+    for bad in ("", "Has-Caps", "semi;colon", "x" * 30):
+        with pytest.raises(pools.PoolError, match="pool name"):
+            pools.create(bad)
