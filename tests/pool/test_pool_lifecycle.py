@@ -56,3 +56,24 @@ def test_bad_names_are_refused() -> None:
     for bad in ("", "Has-Caps", "semi;colon", "x" * 30):
         with pytest.raises(pools.PoolError, match="pool name"):
             pools.create(bad)
+
+
+def test_a_second_run_builds_nothing(pool: pools.Pool, capfd) -> None:
+    """The pool fixture built or found the images; asking again must only find them."""
+    from tests.pool import images
+
+    capfd.readouterr()
+    tag = images.ensure_images()
+    err = capfd.readouterr().err
+    assert tag == images.node_tag()
+    assert f"image {tag} is cached" in err
+    assert "debootstrap" not in err and "docker build" not in err
+
+
+def test_image_tags_follow_their_inputs(monkeypatch) -> None:
+    from tests.pool import images
+
+    before = (images.base_tag(), images.node_tag())
+    monkeypatch.setattr(images, "PACKAGES", (*images.PACKAGES, "curl"))
+    after = (images.base_tag(), images.node_tag())
+    assert before[0] != after[0] and before[1] != after[1]
