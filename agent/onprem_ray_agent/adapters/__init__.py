@@ -1,0 +1,1 @@
+"""Adapters: the agent's only contact with Ray, ansible-runner, the disk and Prometheus."""
