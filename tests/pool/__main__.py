@@ -23,7 +23,8 @@ def main(argv: list[str] | None = None) -> int:
     up = sub.add_parser("up", help="create a pool")
     up.add_argument("name", nargs="?", default="demo")
     up.add_argument("--machines", type=int, default=4, help="head + workers (default 4)")
-    up.add_argument("--subnet", help="IPv4 CIDR for the pool's network (default: by name)")
+    up.add_argument("--subnet", help="IPv4 CIDR for the pool's network "
+                    "(default: a free /24 in 10.213.0.0/16)")
     down = sub.add_parser("down", help="remove a pool and everything it made")
     down.add_argument("name", nargs="?", default="demo")
     down.add_argument("--all", action="store_true", help="remove every pool")

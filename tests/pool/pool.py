@@ -98,8 +98,15 @@ def state_root() -> Path:
 
 
 def default_subnet(name: str) -> str:
-    """A /24 in 10.213.0.0/16 picked by the name, so pools of different names rarely collide."""
-    return f"10.213.{zlib.crc32(name.encode()) % 250 + 1}.0/24"
+    """A free /24 in 10.213.0.0/16: the name picks where to start looking, so a pool tends to
+    get the same subnet each time, and the search skips whatever Docker or a route holds."""
+    taken = [net for _, net in _subnets_in_use()]
+    start = zlib.crc32(name.encode()) % 250
+    for i in range(250):
+        candidate = ipaddress.ip_network(f"10.213.{(start + i) % 250 + 1}.0/24")
+        if not any(net.version == 4 and net.overlaps(candidate) for net in taken):
+            return str(candidate)
+    raise PoolError("no free /24 left in 10.213.0.0/16; choose one with --subnet")
 
 
 def _docker(*args: str, check: bool = True, stdin: str | None = None) -> str:

@@ -77,3 +77,14 @@ def test_image_tags_follow_their_inputs(monkeypatch) -> None:
     monkeypatch.setattr(images, "PACKAGES", (*images.PACKAGES, "curl"))
     after = (images.base_tag(), images.node_tag())
     assert before[0] != after[0] and before[1] != after[1]
+
+
+def test_the_default_subnet_skips_taken_ones(monkeypatch) -> None:
+    import ipaddress
+
+    first = pools.default_subnet("some-pool")
+    monkeypatch.setattr(pools, "_subnets_in_use",
+                        lambda: [("docker network other", ipaddress.ip_network(first))])
+    second = pools.default_subnet("some-pool")
+    assert second != first
+    assert second.startswith("10.213.") and second.endswith(".0/24")
