@@ -1,0 +1,275 @@
+"""The model to and from plain JSON-ready dicts, strictly: an unknown key or a wrong type is
+refused by its path (e.g. `config.node_types.gpu.resorces`), never ignored.
+
+The format is documented in agent/docs/plan-format.md.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from onprem_ray_agent.model import (
+    Action,
+    BundleDemand,
+    Config,
+    Decision,
+    DemandSnapshot,
+    Infeasible,
+    Machine,
+    MachineState,
+    NodeType,
+    PlacementGroupDemand,
+    PlacementStrategy,
+    RayNode,
+    RayNodeState,
+)
+
+FORMAT_VERSION = 1
+
+
+class FormatError(ValueError):
+    """The input does not follow the documented format; the message names the place."""
+
+
+# ---------------------------------------------------------------- checking helpers
+
+
+def _object(value: Any, where: str, required: tuple[str, ...], optional: tuple[str, ...]
+            ) -> dict[str, Any]:
+    if not isinstance(value, Mapping):
+        raise FormatError(f"{where}: expected an object, got {type(value).__name__}")
+    unknown = [key for key in value if key not in required and key not in optional]
+    if unknown:
+        known = ", ".join((*required, *optional))
+        raise FormatError(f"{where}: unknown key {unknown[0]!r} (known: {known})")
+    missing = [key for key in required if key not in value]
+    if missing:
+        raise FormatError(f"{where}: missing key {missing[0]!r}")
+    return dict(value)
+
+
+def _number(value: Any, where: str, minimum: float | None = 0.0) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise FormatError(f"{where}: expected a number, got {value!r}")
+    if minimum is not None and value < minimum:
+        raise FormatError(f"{where}: must be >= {minimum:g}, got {value!r}")
+    return float(value)
+
+
+def _integer(value: Any, where: str, minimum: int = 0) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise FormatError(f"{where}: expected an integer, got {value!r}")
+    if value < minimum:
+        raise FormatError(f"{where}: must be >= {minimum}, got {value!r}")
+    return value
+
+
+def _string(value: Any, where: str, allow_empty: bool = False) -> str:
+    if not isinstance(value, str) or (not allow_empty and not value):
+        raise FormatError(f"{where}: expected a non-empty string, got {value!r}")
+    return value
+
+
+def _list(value: Any, where: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise FormatError(f"{where}: expected a list, got {type(value).__name__}")
+    return value
+
+
+def _resources(value: Any, where: str) -> dict[str, float]:
+    if not isinstance(value, Mapping):
+        raise FormatError(f"{where}: expected an object of resource amounts")
+    return {_string(name, f"{where} key"): _number(amount, f"{where}.{name}")
+            for name, amount in value.items()}
+
+
+def _enum(kind: Callable[[str], Any], value: Any, where: str) -> Any:
+    try:
+        return kind(value)
+    except ValueError:
+        choices = ", ".join(member.value for member in kind)  # type: ignore[attr-defined]
+        raise FormatError(f"{where}: {value!r} is not one of {choices}") from None
+
+
+def _build(kind: Callable[..., Any], where: str, **values: Any) -> Any:
+    try:
+        return kind(**values)
+    except ValueError as err:
+        raise FormatError(f"{where}: {err}") from None
+
+
+# ---------------------------------------------------------------- reading
+
+_CONFIG_NUMBERS = ("upscaling_speed", "idle_timeout_minutes", "provision_timeout_s",
+                   "backoff_base_s", "backoff_max_s", "drain_deadline_s")
+_CONFIG_INTEGERS = ("min_workers", "max_concurrent_launches", "quarantine_after_failures")
+
+
+def config_from_dict(value: Any, where: str = "config") -> Config:
+    data = _object(value, where, ("head_ip", "node_types"),
+                   ("head_node_type", "max_workers", *_CONFIG_NUMBERS, *_CONFIG_INTEGERS))
+    types = data["node_types"]
+    if not isinstance(types, Mapping):
+        raise FormatError(f"{where}.node_types: expected an object of node types by name")
+    node_types = tuple(_node_type(name, spec, f"{where}.node_types.{name}")
+                       for name, spec in types.items())
+    values: dict[str, Any] = {
+        "head_ip": _string(data["head_ip"], f"{where}.head_ip"),
+        "node_types": node_types,
+    }
+    if data.get("head_node_type") is not None:
+        values["head_node_type"] = _string(data["head_node_type"], f"{where}.head_node_type")
+    if data.get("max_workers") is not None:
+        values["max_workers"] = _integer(data["max_workers"], f"{where}.max_workers")
+    for name in _CONFIG_NUMBERS:
+        if name in data:
+            values[name] = _number(data[name], f"{where}.{name}")
+    for name in _CONFIG_INTEGERS:
+        if name in data:
+            values[name] = _integer(data[name], f"{where}.{name}")
+    return _build(Config, where, **values)
+
+
+def _node_type(name: Any, value: Any, where: str) -> NodeType:
+    data = _object(value, where, ("ips",), ("resources", "min_workers", "max_workers"))
+    ips = tuple(_string(ip, f"{where}.ips[{i}]")
+                for i, ip in enumerate(_list(data["ips"], f"{where}.ips")))
+    return _build(
+        NodeType, where,
+        name=_string(name, where),
+        ips=ips,
+        resources=_resources(data.get("resources", {}), f"{where}.resources"),
+        min_workers=_integer(data.get("min_workers", 0), f"{where}.min_workers"),
+        max_workers=(None if data.get("max_workers") is None
+                     else _integer(data["max_workers"], f"{where}.max_workers")),
+    )
+
+
+def machine_from_dict(value: Any, where: str) -> Machine:
+    data = _object(value, where, ("ip", "node_type"),
+                   ("state", "since", "reason", "last_error", "failures", "next_attempt_at",
+                    "request_id", "success_count"))
+    return Machine(
+        ip=_string(data["ip"], f"{where}.ip"),
+        node_type=_string(data["node_type"], f"{where}.node_type"),
+        state=_enum(MachineState, data.get("state", "spare"), f"{where}.state"),
+        since=_number(data.get("since", 0.0), f"{where}.since"),
+        reason=_string(data.get("reason", ""), f"{where}.reason", allow_empty=True),
+        last_error=_string(data.get("last_error", ""), f"{where}.last_error",
+                           allow_empty=True),
+        failures=_integer(data.get("failures", 0), f"{where}.failures"),
+        next_attempt_at=_number(data.get("next_attempt_at", 0.0), f"{where}.next_attempt_at"),
+        request_id=_string(data.get("request_id", ""), f"{where}.request_id",
+                           allow_empty=True),
+        success_count=_integer(data.get("success_count", 0), f"{where}.success_count"),
+    )
+
+
+def _bundles(value: Any, where: str) -> tuple[BundleDemand, ...]:
+    out = []
+    for i, item in enumerate(_list(value, where)):
+        data = _object(item, f"{where}[{i}]", ("resources",), ("count",))
+        out.append(BundleDemand(
+            resources=_resources(data["resources"], f"{where}[{i}].resources"),
+            count=_integer(data.get("count", 1), f"{where}[{i}].count")))
+    return tuple(out)
+
+
+def demand_from_dict(value: Any, where: str = "demand") -> DemandSnapshot:
+    data = _object(value, where, (), ("pending", "placement_groups", "constraints", "nodes"))
+    groups = []
+    for i, item in enumerate(_list(data.get("placement_groups", []),
+                                   f"{where}.placement_groups")):
+        at = f"{where}.placement_groups[{i}]"
+        group = _object(item, at, ("id", "strategy", "bundles"), ())
+        groups.append(PlacementGroupDemand(
+            id=_string(group["id"], f"{at}.id"),
+            strategy=_enum(PlacementStrategy, group["strategy"], f"{at}.strategy"),
+            bundles=tuple(_resources(bundle, f"{at}.bundles[{j}]")
+                          for j, bundle in enumerate(_list(group["bundles"], f"{at}.bundles"))),
+        ))
+    nodes = []
+    for i, item in enumerate(_list(data.get("nodes", []), f"{where}.nodes")):
+        at = f"{where}.nodes[{i}]"
+        node = _object(item, at, ("ip",), ("state", "node_id", "total", "available", "idle_s"))
+        total = _resources(node.get("total", {}), f"{at}.total")
+        nodes.append(RayNode(
+            ip=_string(node["ip"], f"{at}.ip"),
+            state=_enum(RayNodeState, node.get("state", "ALIVE"), f"{at}.state"),
+            node_id=_string(node.get("node_id", ""), f"{at}.node_id", allow_empty=True),
+            total=total,
+            available=_resources(node.get("available", total), f"{at}.available"),
+            idle_s=_number(node.get("idle_s", 0.0), f"{at}.idle_s"),
+        ))
+    return DemandSnapshot(
+        pending=_bundles(data.get("pending", []), f"{where}.pending"),
+        placement_groups=tuple(groups),
+        constraints=_bundles(data.get("constraints", []), f"{where}.constraints"),
+        nodes=tuple(nodes),
+    )
+
+
+@dataclass(frozen=True)
+class PlanInput:
+    """One situation to decide on: what `plan SNAPSHOT.json` reads."""
+
+    config: Config
+    machines: tuple[Machine, ...]
+    demand: DemandSnapshot
+    now: float
+
+
+def plan_input_from_dict(value: Any) -> PlanInput:
+    data = _object(value, "snapshot", ("config", "now"),
+                   ("format_version", "machines", "demand"))
+    version = _integer(data.get("format_version", FORMAT_VERSION), "format_version", 1)
+    if version != FORMAT_VERSION:
+        raise FormatError(f"format_version: {version} is not supported "
+                          f"(this agent reads {FORMAT_VERSION})")
+    machines = tuple(machine_from_dict(item, f"machines[{i}]")
+                     for i, item in enumerate(_list(data.get("machines", []), "machines")))
+    ips = [machine.ip for machine in machines]
+    if len(set(ips)) != len(ips):
+        duplicate = next(ip for ip in ips if ips.count(ip) > 1)
+        raise FormatError(f"machines: {duplicate} is listed twice")
+    return PlanInput(
+        config=config_from_dict(data["config"]),
+        machines=machines,
+        demand=demand_from_dict(data.get("demand", {})),
+        now=_number(data["now"], "now"),
+    )
+
+
+# ---------------------------------------------------------------- writing
+
+
+def machine_to_dict(machine: Machine) -> dict[str, Any]:
+    return {
+        "ip": machine.ip, "node_type": machine.node_type, "state": machine.state.value,
+        "since": machine.since, "reason": machine.reason, "last_error": machine.last_error,
+        "failures": machine.failures, "next_attempt_at": machine.next_attempt_at,
+        "request_id": machine.request_id, "success_count": machine.success_count,
+    }
+
+
+def action_to_dict(action: Action) -> dict[str, Any]:
+    return {"kind": action.kind.value, "event": action.event.value,
+            "node_type": action.node_type, "ips": list(action.ips), "reason": action.reason,
+            "request_id": action.request_id}
+
+
+def infeasible_to_dict(item: Infeasible) -> dict[str, Any]:
+    return {"kind": item.kind.value, "demand": item.demand, "count": item.count,
+            "reason": item.reason}
+
+
+def decision_to_dict(decision: Decision) -> dict[str, Any]:
+    return {
+        "now": decision.now,
+        "actions": [action_to_dict(action) for action in decision.actions],
+        "infeasible": [infeasible_to_dict(item) for item in decision.infeasible],
+        "notes": list(decision.notes),
+    }

@@ -1,0 +1,323 @@
+"""The agent's vocabulary: configuration, machine lifecycle, Ray's demand, decisions.
+
+Plain frozen dataclasses with no behaviour beyond validation and small derived values, so
+that the policy, the store, the adapters and the tests all speak the same language.
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+Resources = Mapping[str, float]
+
+
+class MachineState(StrEnum):
+    """Where a machine of the pool is in its lifecycle (persisted in the state store)."""
+
+    SPARE = "spare"  # in the pool, not running Ray for us
+    JOINING = "joining"  # add_workers requested; not yet seen ALIVE in Ray
+    ACTIVE = "active"  # a Ray worker seen ALIVE
+    DRAINING = "draining"  # Ray was asked to drain it
+    RETIRING = "retiring"  # drained; retire_workers is stopping Ray
+    FAILED = "failed"  # the last add, or the node, failed; waits for its backoff
+    QUARANTINED = "quarantined"  # failed too often; left alone until an operator releases it
+
+
+class Event(StrEnum):
+    """What can happen to a machine; `transitions.TRANSITIONS` says which are legal where."""
+
+    ADMITTED = "admitted"  # an IP appeared in the inventory
+    ADD_REQUESTED = "add_requested"
+    JOINED = "joined"  # seen ALIVE in Ray
+    ADD_FAILED = "add_failed"
+    UNREACHABLE = "unreachable"
+    PROVISION_TIMEOUT = "provision_timeout"
+    LOST = "lost"  # active, but Ray no longer lists it ALIVE
+    IDLE_EXPIRED = "idle_expired"
+    DRAIN_REQUESTED = "drain_requested"
+    DRAINED = "drained"
+    DRAIN_FAILED = "drain_failed"
+    RETIRED = "retired"
+    RETIRE_FAILED = "retire_failed"
+    REMOVED_FROM_INVENTORY = "removed_from_inventory"
+    QUARANTINE = "quarantine"
+    BACKOFF_ELAPSED = "backoff_elapsed"
+    RELEASED = "released"  # an operator takes a machine out of quarantine
+
+
+class PlacementStrategy(StrEnum):
+    """Ray's placement group strategies (ray.util.placement_group)."""
+
+    PACK = "PACK"
+    SPREAD = "SPREAD"
+    STRICT_PACK = "STRICT_PACK"
+    STRICT_SPREAD = "STRICT_SPREAD"
+
+
+class RayNodeState(StrEnum):
+    ALIVE = "ALIVE"
+    DEAD = "DEAD"
+
+
+class ActionKind(StrEnum):
+    """What the agent does with a decision; every kind applies one lifecycle event per IP."""
+
+    ADMIT = "admit"  # record a new IP of the inventory as spare
+    MARK = "mark"  # record an observation or a timeout; runs nothing
+    FORGET = "forget"  # drop the record of an IP gone from the inventory
+    RETIRE = "retire"  # drain in Ray, then run retire_workers
+    ADD = "add"  # run add_workers
+
+
+class DemandKind(StrEnum):
+    BUNDLE = "bundle"  # a pending task or actor
+    PLACEMENT_GROUP = "placement_group"
+    CONSTRAINT = "constraint"  # ray.autoscaler.sdk.request_resources()
+
+
+# ---------------------------------------------------------------- configuration
+
+
+@dataclass(frozen=True)
+class NodeType:
+    """A group of interchangeable machines (e.g. the GPU boxes)."""
+
+    name: str
+    ips: tuple[str, ...]
+    # What one machine offers Ray. Empty: learnt from a machine of the type seen ALIVE.
+    resources: Resources = field(default_factory=dict)
+    min_workers: int = 0
+    max_workers: int | None = None  # None: every machine of the type
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            raise ValueError("a node type needs a name")
+        if self.min_workers < 0:
+            raise ValueError(f"node type {self.name}: min_workers must be >= 0")
+        if self.max_workers is not None and self.max_workers < 0:
+            raise ValueError(f"node type {self.name}: max_workers must be >= 0")
+        if len(set(self.ips)) != len(self.ips):
+            raise ValueError(f"node type {self.name}: an IP is listed twice")
+        for name, amount in self.resources.items():
+            if amount < 0:
+                raise ValueError(f"node type {self.name}: resource {name} is negative")
+
+    @property
+    def effective_max(self) -> int:
+        return len(self.ips) if self.max_workers is None else self.max_workers
+
+    @property
+    def effective_min(self) -> int:
+        # Ray: target = min(min_workers, max_workers) (_add_min_workers_nodes).
+        return min(self.min_workers, self.effective_max)
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Exponential backoff after failures: base, 2 x base, 4 x base ... capped at max."""
+
+    base_s: float = 30.0
+    max_s: float = 900.0
+
+    def delay(self, failures: int) -> float:
+        if failures <= 0:
+            return 0.0
+        return min(self.max_s, self.base_s * 2.0 ** min(failures - 1, 62))
+
+
+@dataclass(frozen=True)
+class Config:
+    """What the agent needs to know of the cluster file; defaults follow Ray's."""
+
+    head_ip: str
+    node_types: tuple[NodeType, ...]
+    head_node_type: str | None = None  # the head counts as running of this type
+    min_workers: int = 0
+    max_workers: int | None = None  # None: the whole pool
+    upscaling_speed: float = 1.0  # Ray's cluster YAML default
+    idle_timeout_minutes: float = 5.0
+    max_concurrent_launches: int = 10  # Ray's AUTOSCALER_MAX_CONCURRENT_LAUNCHES
+    provision_timeout_s: float = 600.0
+    backoff_base_s: float = 30.0
+    backoff_max_s: float = 900.0
+    quarantine_after_failures: int = 5
+    drain_deadline_s: float = 300.0
+
+    def __post_init__(self) -> None:
+        if not self.head_ip:
+            raise ValueError("head_ip is required")
+        seen: dict[str, str] = {}
+        names: set[str] = set()
+        for node_type in self.node_types:
+            if node_type.name in names:
+                raise ValueError(f"node type {node_type.name} is defined twice")
+            names.add(node_type.name)
+            for ip in node_type.ips:
+                if ip in seen:
+                    raise ValueError(
+                        f"{ip} is listed in node types {seen[ip]} and {node_type.name}"
+                    )
+                seen[ip] = node_type.name
+        for name in ("min_workers", "max_concurrent_launches", "quarantine_after_failures"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0")
+        if self.max_workers is not None and self.max_workers < 0:
+            raise ValueError("max_workers must be >= 0")
+        for name in ("upscaling_speed", "idle_timeout_minutes", "provision_timeout_s",
+                     "backoff_base_s", "backoff_max_s", "drain_deadline_s"):
+            value = getattr(self, name)
+            if not (value >= 0 and math.isfinite(value)):
+                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+
+    @property
+    def backoff(self) -> Backoff:
+        return Backoff(self.backoff_base_s, self.backoff_max_s)
+
+    @property
+    def idle_timeout_s(self) -> float:
+        return 60.0 * self.idle_timeout_minutes
+
+    def node_type(self, name: str) -> NodeType | None:
+        for node_type in self.node_types:
+            if node_type.name == name:
+                return node_type
+        return None
+
+
+# ---------------------------------------------------------------- machines
+
+
+@dataclass(frozen=True)
+class Machine:
+    """The lifecycle record of one machine of the pool, as the state store keeps it."""
+
+    ip: str
+    node_type: str
+    state: MachineState = MachineState.SPARE
+    since: float = 0.0  # when it entered `state`
+    reason: str = ""  # why it entered `state`
+    last_error: str = ""
+    failures: int = 0  # consecutive; reset when it joins
+    next_attempt_at: float = 0.0  # a failed machine is not added again before this
+    request_id: str = ""  # the last playbook run that touched it
+    success_count: int = 0  # how many adds of it succeeded
+
+
+@functools.lru_cache(maxsize=65536)
+def ip_sort_key(ip: str) -> tuple[int, int, int, str]:
+    """Addresses in numeric order (10.0.0.9 before 10.0.0.10), then names."""
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return (1, 0, 0, ip)
+    return (0, address.version, int(address), ip)
+
+
+def launch_preference(machine: Machine) -> tuple[int, tuple[int, int, int, str]]:
+    """Machines that joined before come first, then address order."""
+    return (-machine.success_count, ip_sort_key(machine.ip))
+
+
+# ---------------------------------------------------------------- Ray's demand
+
+
+@dataclass(frozen=True)
+class BundleDemand:
+    """`count` bundles of one shape: pending tasks/actors, or a request_resources() floor."""
+
+    resources: Resources
+    count: int = 1
+
+
+@dataclass(frozen=True)
+class PlacementGroupDemand:
+    """The bundles of one pending placement group still waiting for a node."""
+
+    id: str
+    strategy: PlacementStrategy
+    bundles: tuple[Resources, ...]
+
+
+@dataclass(frozen=True)
+class RayNode:
+    """One node as Ray's GCS reports it."""
+
+    ip: str
+    state: RayNodeState = RayNodeState.ALIVE
+    node_id: str = ""
+    total: Resources = field(default_factory=dict)
+    available: Resources = field(default_factory=dict)
+    idle_s: float = 0.0  # Ray's idle duration: time since the node last ran anything
+
+
+@dataclass(frozen=True)
+class DemandSnapshot:
+    """What Ray wants and has, at one instant."""
+
+    pending: tuple[BundleDemand, ...] = ()
+    placement_groups: tuple[PlacementGroupDemand, ...] = ()
+    constraints: tuple[BundleDemand, ...] = ()
+    nodes: tuple[RayNode, ...] = ()
+
+
+# ---------------------------------------------------------------- decisions
+
+
+@dataclass(frozen=True)
+class Action:
+    """One thing to do: apply `event` to every IP, running a playbook for add and retire."""
+
+    kind: ActionKind
+    event: Event
+    ips: tuple[str, ...]
+    node_type: str
+    reason: str
+    request_id: str = ""
+
+
+@dataclass(frozen=True)
+class Infeasible:
+    """Demand that no machine the configuration allows could ever run."""
+
+    kind: DemandKind
+    demand: str  # canonical text of the shape(s), stable across iterations
+    count: int
+    reason: str
+
+    @property
+    def key(self) -> str:
+        """Identity for reporting each infeasible demand once."""
+        return f"{self.kind}:{self.demand}"
+
+
+@dataclass(frozen=True)
+class Decision:
+    now: float
+    actions: tuple[Action, ...] = ()
+    infeasible: tuple[Infeasible, ...] = ()
+    notes: tuple[str, ...] = ()
+
+    def of_kind(self, kind: ActionKind) -> tuple[Action, ...]:
+        return tuple(action for action in self.actions if action.kind == kind)
+
+    def ips_of(self, kind: ActionKind) -> tuple[str, ...]:
+        return tuple(ip for action in self.of_kind(kind) for ip in action.ips)
+
+    def newly_infeasible(self, reported: set[str]) -> tuple[Infeasible, ...]:
+        """The infeasible demands not in `reported` (keys): what to tell the operator now."""
+        return tuple(item for item in self.infeasible if item.key not in reported)
+
+
+def format_resources(resources: Resources) -> str:
+    """{'CPU': 1, 'GPU': 0.5}: sorted, integral amounts without a trailing .0."""
+    parts = []
+    for name in sorted(resources):
+        amount = float(resources[name])
+        shown = int(amount) if amount.is_integer() else amount
+        parts.append(f"{name!r}: {shown!r}")
+    return "{" + ", ".join(parts) + "}"

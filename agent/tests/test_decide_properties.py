@@ -1,0 +1,211 @@
+"""Properties of `decide` over generated situations: whatever the pool, the records, Ray's
+nodes and the demand, it stays inside the pool, never touches the head, never adds a machine it
+must not, never exceeds max_workers, and its actions replay legally through the lifecycle."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from onprem_ray_agent import transitions
+from onprem_ray_agent.model import (
+    ActionKind,
+    BundleDemand,
+    Config,
+    Decision,
+    DemandSnapshot,
+    Machine,
+    MachineState,
+    NodeType,
+    PlacementGroupDemand,
+    PlacementStrategy,
+    RayNode,
+    RayNodeState,
+)
+from onprem_ray_agent.policy import OCCUPYING, decide
+
+HEAD = "10.0.0.1"
+POOL_IPS = [f"10.0.9.{i}" for i in range(1, 13)]
+STRANGERS = ["10.0.8.1", "10.0.8.2"]  # in Ray or in the store, never in the inventory
+TYPE_RESOURCES = [{"CPU": 4}, {"CPU": 8, "GPU": 1}, {"CPU": 2, "disk": 1}]
+SHAPES = [{"CPU": 1}, {"CPU": 3}, {"CPU": 2, "GPU": 1}, {"GPU": 2}, {"disk": 1}, {"TPU": 1},
+          {"CPU": 8}, {"CPU": 0.5}]
+NOW = 10_000.0
+
+
+def limits():
+    return st.one_of(st.none(), st.integers(0, 6))
+
+
+@st.composite
+def situations(draw) -> tuple[Config, list[Machine], DemandSnapshot]:
+    type_count = draw(st.integers(1, 3))
+    pool = draw(st.lists(st.sampled_from(POOL_IPS), unique=True, max_size=10))
+    owners = draw(st.lists(st.integers(0, type_count - 1), min_size=len(pool),
+                           max_size=len(pool)))
+    head_listed = draw(st.booleans())
+    node_types = []
+    for index in range(type_count):
+        ips = [ip for ip, owner in zip(pool, owners, strict=True) if owner == index]
+        if index == 0 and head_listed:
+            ips.append(HEAD)
+        node_types.append(NodeType(
+            name=f"t{index}", ips=tuple(ips),
+            resources=draw(st.sampled_from([TYPE_RESOURCES[index], {}])),
+            min_workers=draw(st.integers(0, 3)), max_workers=draw(limits())))
+    config = Config(
+        head_ip=HEAD, node_types=tuple(node_types),
+        head_node_type=draw(st.sampled_from([None, "t0"])),
+        min_workers=draw(st.integers(0, 4)), max_workers=draw(limits()),
+        upscaling_speed=draw(st.sampled_from([0.0, 0.5, 1.0, 3.0])),
+        idle_timeout_minutes=draw(st.sampled_from([0.0, 1.0, 5.0])),
+        max_concurrent_launches=draw(st.integers(0, 6)),
+        quarantine_after_failures=draw(st.integers(0, 4)),
+        provision_timeout_s=600.0, drain_deadline_s=300.0)
+
+    names = [t.name for t in node_types] + ["gone"]
+    recorded = draw(st.lists(st.sampled_from([*POOL_IPS, *STRANGERS, HEAD]), unique=True,
+                             max_size=12))
+    machines = [Machine(
+        ip=ip, node_type=draw(st.sampled_from(names)),
+        state=draw(st.sampled_from(list(MachineState))),
+        since=NOW - draw(st.sampled_from([0.0, 100.0, 400.0, 700.0])),
+        failures=draw(st.integers(0, 5)),
+        next_attempt_at=NOW + draw(st.sampled_from([-10.0, 0.0, 30.0])),
+        success_count=draw(st.integers(0, 3))) for ip in recorded]
+
+    nodes = []
+    if draw(st.integers(0, 9)):  # mostly, the head is up
+        nodes.append(RayNode(ip=HEAD, total={"CPU": 2}, available={"CPU": 0}))
+    for ip in draw(st.lists(st.sampled_from([*POOL_IPS, *STRANGERS]), unique=True,
+                            max_size=8)):
+        total = draw(st.sampled_from(TYPE_RESOURCES))
+        free = {name: amount * draw(st.sampled_from([0.0, 0.5, 1.0]))
+                for name, amount in total.items()}
+        nodes.append(RayNode(
+            ip=ip, state=draw(st.sampled_from([RayNodeState.ALIVE, RayNodeState.DEAD])),
+            total=total, available=free, idle_s=draw(st.sampled_from([0.0, 30.0, 1000.0]))))
+
+    pending = [BundleDemand(draw(st.sampled_from(SHAPES)), draw(st.integers(0, 30)))
+               for _ in range(draw(st.integers(0, 4)))]
+    groups = [PlacementGroupDemand(
+        id=f"pg{i}", strategy=draw(st.sampled_from(list(PlacementStrategy))),
+        bundles=tuple(draw(st.lists(st.sampled_from(SHAPES), min_size=1, max_size=5))))
+        for i in range(draw(st.integers(0, 3)))]
+    constraints = [BundleDemand(draw(st.sampled_from(SHAPES)), draw(st.integers(1, 10)))
+                   for _ in range(draw(st.integers(0, 2)))]
+    return config, machines, DemandSnapshot(
+        pending=tuple(pending), placement_groups=tuple(groups),
+        constraints=tuple(constraints), nodes=tuple(nodes))
+
+
+PROPERTY = settings(max_examples=200, deadline=None,
+                    suppress_health_check=[HealthCheck.too_slow])
+
+
+def _replay(config: Config, machines: list[Machine], decision: Decision) -> dict[str, Machine]:
+    """Apply the actions one by one through the lifecycle table, as the agent will."""
+    records = {m.ip: m for m in machines}
+    for action in decision.actions:
+        for ip in action.ips:
+            if action.kind == ActionKind.ADMIT:
+                assert ip not in records, f"{ip} admitted twice"
+                records[ip] = transitions.admit(ip, action.node_type, NOW)
+                continue
+            after = transitions.apply(records[ip], action.event, NOW,
+                                      backoff=config.backoff)
+            if after is None:
+                del records[ip]
+            else:
+                records[ip] = after
+    return records
+
+
+@PROPERTY
+@given(situations())
+def test_actions_replay_legally_through_the_lifecycle(situation) -> None:
+    config, machines, snapshot = situation
+    _replay(config, machines, decide(config, machines, snapshot, NOW))
+
+
+@PROPERTY
+@given(situations())
+def test_never_outside_the_pool_and_never_the_head(situation) -> None:
+    config, machines, snapshot = situation
+    decision = decide(config, machines, snapshot, NOW)
+    pool = {ip for t in config.node_types for ip in t.ips} - {HEAD}
+    known = pool | {m.ip for m in machines}
+    for action in decision.actions:
+        assert HEAD not in action.ips
+        assert set(action.ips) <= known
+        if action.kind in (ActionKind.ADD, ActionKind.ADMIT):
+            assert set(action.ips) <= pool
+
+
+@PROPERTY
+@given(situations())
+def test_never_adds_a_quarantined_or_backing_off_machine(situation) -> None:
+    config, machines, snapshot = situation
+    decision = decide(config, machines, snapshot, NOW)
+    by_ip = {m.ip: m for m in machines}
+    limit = config.quarantine_after_failures
+    for ip in decision.ips_of(ActionKind.ADD):
+        record = by_ip.get(ip)
+        if record is None:
+            continue  # admitted in this decision
+        assert record.state != MachineState.QUARANTINED
+        if record.state == MachineState.FAILED:
+            assert record.next_attempt_at <= NOW
+            assert not (limit and record.failures >= limit)
+        else:
+            assert record.state == MachineState.SPARE
+
+
+@PROPERTY
+@given(situations())
+def test_never_exceeds_max_workers(situation) -> None:
+    config, machines, snapshot = situation
+    decision = decide(config, machines, snapshot, NOW)
+    added = Counter(a.node_type for a in decision.of_kind(ActionKind.ADD) for _ in a.ips)
+    after = _replay(config, machines, decision)
+    # A stray record of the head is ignored by decide(): the head is no worker.
+    occupied = Counter(m.node_type for m in after.values()
+                       if m.state in OCCUPYING and m.ip != HEAD)
+    for node_type in config.node_types:
+        if added[node_type.name] and node_type.max_workers is not None:
+            assert occupied[node_type.name] <= node_type.max_workers
+    if added and config.max_workers is not None:
+        assert sum(occupied.values()) <= config.max_workers
+    assert sum(added.values()) <= max(config.max_concurrent_launches, 0)
+
+
+@PROPERTY
+@given(situations())
+def test_one_action_per_machine_that_runs_something(situation) -> None:
+    config, machines, snapshot = situation
+    decision = decide(config, machines, snapshot, NOW)
+    ran = [ip for a in decision.actions if a.kind in (ActionKind.ADD, ActionKind.RETIRE)
+           for ip in a.ips]
+    assert len(ran) == len(set(ran))
+
+
+@PROPERTY
+@given(situations())
+def test_deterministic(situation) -> None:
+    config, machines, snapshot = situation
+    assert decide(config, machines, snapshot, NOW) == decide(config, machines[::-1],
+                                                             snapshot, NOW)
+
+
+@PROPERTY
+@given(situations())
+def test_idle_retirement_only_past_the_timeout(situation) -> None:
+    config, machines, snapshot = situation
+    decision = decide(config, machines, snapshot, NOW)
+    idle = {n.ip: n.idle_s for n in snapshot.nodes if n.state == RayNodeState.ALIVE}
+    for action in decision.of_kind(ActionKind.RETIRE):
+        if action.event.value == "idle_expired":
+            for ip in action.ips:
+                assert idle[ip] > config.idle_timeout_s
