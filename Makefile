@@ -26,8 +26,8 @@ lint: ## ansible-lint (production profile), ruff, yamllint
 	@$(PHASE) yamllint $(BIN)/yamllint --strict .
 	@$(PHASE) ansible-lint $(BIN)/ansible-lint --profile production
 
-unit: setup ## the tests that need no Docker
-	@$(BIN)/python -m pytest -m 'not pool and not molecule and not e2e'
+unit: setup ## the tests that need neither Docker nor a Ray head
+	@$(BIN)/python -m pytest -m 'not pool and not molecule and not e2e and not ray'
 
 demo: setup ## bring up a local pool and a Ray cluster on it, and run a job
 	@scripts/demo
