@@ -10,7 +10,7 @@ import pytest
 from tests.pool import pool as pools
 
 POOL_NAME = os.environ.get("ONPREM_RAY_TEST_POOL", "pytest")
-POOL_MACHINES = int(os.environ.get("ONPREM_RAY_TEST_POOL_MACHINES", "3"))
+POOL_MACHINES = int(os.environ.get("ONPREM_RAY_TEST_POOL_MACHINES", "4"))
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

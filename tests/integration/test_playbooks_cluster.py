@@ -1,0 +1,279 @@
+"""The playbooks on the local test pool, for real: up, up again, check mode, retire, add,
+a refused drain, a head restart, bad commands, down.
+
+One cluster is converged once for the whole module (Ray from the host's wheelhouse: the
+machines cannot reach a package index) and the tests run in file order on it; each test
+leaves the cluster as it found it (head + every worker ALIVE) unless it says otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.pool import pool as pools
+from tests.pool.wheelhouse import REPO_ROOT, ensure_wheelhouse
+
+pytestmark = pytest.mark.pool
+
+UNIT = "onprem-ray.service"
+AUTH_FILE = "/etc/ray/auth_token"
+GCS_PORT = 6379
+RAY_ENV = ["sudo", "-u", "ray", "env", "RAY_AUTH_MODE=token", f"RAY_AUTH_TOKEN_PATH={AUTH_FILE}"]
+# Ray's view of the cluster, asked from the head's GCS (no ray.init()).
+NODES_SCRIPT = """
+import json, sys
+from ray._raylet import GcsClient
+from ray.core.generated import gcs_pb2
+nodes = GcsClient(address=sys.argv[1]).get_all_node_info(timeout=10).values()
+print(json.dumps([{"ip": n.node_manager_address, "head": n.is_head_node,
+                   "resources": {k: v for k, v in n.resources_total.items()
+                                 if not k.startswith("node:")}}
+                  for n in nodes if n.state == gcs_pb2.GcsNodeInfo.ALIVE]))
+"""
+RECAP = re.compile(r"^(\S+)\s+: ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)",
+                   re.MULTILINE)
+
+
+@dataclass
+class Cluster:
+    pool: pools.Pool
+    wheelhouse: Path
+    inventory: Path | None = None  # default: the pool's own cluster file
+
+    @property
+    def gcs(self) -> str:
+        return f"{self.pool.head.ip}:{GCS_PORT}"
+
+    def playbook(self, name: str, *args: str, check: bool = True,
+                 timeout: float = 900) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "ANSIBLE_CONFIG": str(REPO_ROOT / "ansible.cfg"),
+               "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0"}
+        argv = ["ansible-playbook", "-i", str(self.inventory or self.pool.inventory),
+                f"onprem.ray.{name}",
+                "-e", f"ray_wheelhouse_dir={self.wheelhouse}", *args]
+        result = subprocess.run(argv, cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+                                timeout=timeout, check=False)
+        if check and result.returncode != 0:
+            raise AssertionError(f"{' '.join(argv)} failed ({result.returncode}):\n"
+                                 f"{result.stdout[-6000:]}\n{result.stderr[-3000:]}")
+        return result
+
+    def nodes(self) -> list[dict]:
+        out = self.pool.ssh(self.pool.head, *RAY_ENV, "/opt/ray/venv/bin/python", "-c",
+                            NODES_SCRIPT, self.gcs, timeout=60)
+        return json.loads(out.stdout)
+
+    def alive_ips(self) -> set[str]:
+        return {n["ip"] for n in self.nodes()}
+
+    def wait_alive(self, ips: set[str], timeout: float = 240) -> None:
+        deadline = time.monotonic() + timeout
+        seen: set[str] = set()
+        while time.monotonic() < deadline:
+            try:
+                seen = self.alive_ips()
+            except subprocess.SubprocessError:
+                seen = set()
+            if seen == ips:
+                return
+            time.sleep(3)
+        raise AssertionError(f"ALIVE in Ray: {sorted(seen)}, expected {sorted(ips)}")
+
+    def unit(self, machine: pools.Machine) -> dict[str, str]:
+        out = self.pool.ssh(machine, "systemctl", "show", UNIT, "--property",
+                            "ActiveState,UnitFileState,MainPID,ActiveEnterTimestampMonotonic")
+        return dict(line.split("=", 1) for line in out.stdout.splitlines() if "=" in line)
+
+    @property
+    def all_ips(self) -> set[str]:
+        return {m.ip for m in self.pool.machines}
+
+
+def recap(output: str) -> dict[str, dict[str, int]]:
+    return {host: {"ok": int(ok), "changed": int(changed), "unreachable": int(unreachable),
+                   "failed": int(failed)}
+            for host, ok, changed, unreachable, failed in RECAP.findall(output)}
+
+
+@pytest.fixture(scope="module")
+def cluster(pool: pools.Pool) -> Iterator[Cluster]:
+    assert len(pool.workers) >= 3, "these tests need a head and 3 workers (POOL_MACHINES=4)"
+    made = Cluster(pool=pool, wheelhouse=ensure_wheelhouse())
+    started = time.monotonic()
+    result = made.playbook("up", "-e", "ray_up_workers=all")
+    print(f"\nfirst up (Ray installed from the wheelhouse): {time.monotonic() - started:.1f}s")
+    assert all(r["failed"] == 0 for r in recap(result.stdout).values())
+    yield made
+
+
+def test_up_brings_the_head_and_every_worker_alive_in_ray(cluster: Cluster) -> None:
+    nodes = cluster.nodes()
+    assert {n["ip"] for n in nodes} == cluster.all_ips
+    assert [n["ip"] for n in nodes if n["head"]] == [cluster.pool.head.ip]
+    for node in nodes:
+        assert node["resources"]["CPU"] >= 1, node
+        assert node["resources"]["memory"] > 0, node
+
+
+def test_ray_runs_under_systemd_as_its_own_user_enabled_at_boot(cluster: Cluster) -> None:
+    for machine in cluster.pool.machines:
+        unit = cluster.unit(machine)
+        assert unit["ActiveState"] == "active", (machine.ip, unit)
+        assert unit["UnitFileState"] == "enabled", (machine.ip, unit)
+        owner = cluster.pool.ssh(machine, "ps", "-o", "user=", "-p", unit["MainPID"]).stdout
+        assert owner.strip() == "ray", machine.ip
+
+
+def test_the_token_is_one_per_cluster_mode_0600_and_required(cluster: Cluster) -> None:
+    digests = set()
+    for machine in cluster.pool.machines:
+        stat = cluster.pool.ssh(machine, "sudo", "stat", "-c", "%a %U %G", AUTH_FILE).stdout
+        assert stat.split() == ["600", "ray", "ray"], machine.ip
+        digests.add(cluster.pool.ssh(machine, "sudo", "sha256sum", AUTH_FILE).stdout.split()[0])
+    assert len(digests) == 1
+    # Without the token the GCS refuses the client.
+    refused = cluster.pool.ssh(cluster.pool.head, "sudo", "-u", "ray", "env",
+                               "RAY_AUTH_MODE=token", "RAY_AUTH_TOKEN=wrong",
+                               "/opt/ray/venv/bin/python", "-c", NODES_SCRIPT, cluster.gcs,
+                               check=False, timeout=90)
+    assert refused.returncode != 0
+    assert "Authentication" in refused.stderr or "InvalidAuthToken" in refused.stderr
+
+
+def test_dashboard_and_client_listen_on_the_private_address_only(cluster: Cluster) -> None:
+    head = cluster.pool.head
+    listening = cluster.pool.ssh(head, "ss", "-Hltn").stdout
+    local = [line.split()[3] for line in listening.splitlines()]
+    for port in (8265, 10001):
+        bound = [address for address in local if address.endswith(f":{port}")]
+        assert f"{head.ip}:{port}" in bound, (port, bound)
+        assert not [a for a in bound if a.startswith(("0.0.0.0:", "*:", "[::]:"))], (port, bound)
+
+
+def test_up_again_changes_nothing_and_restarts_nothing(cluster: Cluster) -> None:
+    before = {m.ip: cluster.unit(m) for m in cluster.pool.machines}
+    started = time.monotonic()
+    result = cluster.playbook("up", "-e", "ray_up_workers=all")
+    print(f"\nsecond up: {time.monotonic() - started:.1f}s")
+    counts = recap(result.stdout)
+    assert set(counts) == cluster.all_ips
+    assert all(c["changed"] == 0 and c["failed"] == 0 for c in counts.values()), counts
+    after = {m.ip: cluster.unit(m) for m in cluster.pool.machines}
+    assert after == before
+
+
+def test_check_diff_on_the_converged_cluster_changes_nothing(cluster: Cluster) -> None:
+    before = {m.ip: cluster.unit(m) for m in cluster.pool.machines}
+    result = cluster.playbook("up", "-e", "ray_up_workers=all", "--check", "--diff")
+    assert all(c["changed"] == 0 and c["failed"] == 0 for c in recap(result.stdout).values())
+    assert {m.ip: cluster.unit(m) for m in cluster.pool.machines} == before
+    assert cluster.alive_ips() == cluster.all_ips
+
+
+def test_add_workers_refuses_to_run_without_a_limit(cluster: Cluster) -> None:
+    result = cluster.playbook("add_workers", check=False)
+    assert result.returncode != 0
+    assert "refusing to run on every worker" in result.stdout
+
+
+def test_add_and_retire_refuse_the_head(cluster: Cluster) -> None:
+    for name in ("add_workers", "retire_workers"):
+        result = cluster.playbook(name, "--limit", cluster.pool.head.ip, check=False)
+        assert result.returncode != 0, name
+        assert "not workers of the pool" in result.stdout, name
+    assert cluster.unit(cluster.pool.head)["ActiveState"] == "active"
+
+
+def test_retire_drains_one_worker_and_add_brings_it_back(cluster: Cluster) -> None:
+    leaving = cluster.pool.workers[-1]
+    others = [m for m in cluster.pool.machines if m is not leaving]
+    before = {m.ip: cluster.unit(m) for m in others}
+    cluster.playbook("retire_workers", "--limit", leaving.ip)
+    assert cluster.alive_ips() == {m.ip for m in others}
+    unit = cluster.unit(leaving)
+    assert (unit["ActiveState"], unit["UnitFileState"]) == ("inactive", "disabled"), unit
+    assert {m.ip: cluster.unit(m) for m in others} == before
+    cluster.playbook("add_workers", "--limit", leaving.ip)
+    assert cluster.alive_ips() == cluster.all_ips
+    assert cluster.unit(leaving)["UnitFileState"] == "enabled"
+
+
+def test_a_refused_drain_leaves_the_worker_running_and_says_why(cluster: Cluster) -> None:
+    busy = cluster.pool.workers[0]
+    # A task that holds a slot on `busy` for a while, driven from the head.
+    job = ("import ray, time; ray.init(address='auto'); "
+           f"ray.get(ray.remote(lambda: time.sleep(90)).options("
+           f"resources={{'node:{busy.ip}': 0.01}}).remote())")
+    driver = cluster.pool.ssh(cluster.pool.head, "sh", "-c",
+                              " ".join(RAY_ENV) + " nohup /opt/ray/venv/bin/python -c "
+                              + shlex.quote(job) + " >/tmp/busy-job.log 2>&1 & echo $!")
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # until the task runs on `busy`
+            status = cluster.pool.ssh(cluster.pool.head, *RAY_ENV, "/opt/ray/venv/bin/ray",
+                                      "status", "--address", cluster.gcs, check=False).stdout
+            if re.search(r"\b[1-9]\d*(\.\d+)?/\d+(\.\d+)? CPU", status):
+                break
+            time.sleep(2)
+        result = cluster.playbook("retire_workers", "--limit", busy.ip, check=False)
+        assert result.returncode != 0
+        assert "Ray refused to drain" in result.stdout and busy.ip in result.stdout
+        assert "keeps running" in result.stdout
+        assert cluster.unit(busy)["ActiveState"] == "active"
+        assert busy.ip in cluster.alive_ips()
+    finally:
+        cluster.pool.ssh(cluster.pool.head, "sudo", "kill", driver.stdout.strip(), check=False)
+    cluster.wait_alive(cluster.all_ips)
+
+
+def test_workers_rejoin_by_themselves_after_the_head_restarts(cluster: Cluster) -> None:
+    cluster.pool.ssh(cluster.pool.head, "sudo", "systemctl", "restart", UNIT, timeout=120)
+    cluster.wait_alive(cluster.all_ips, timeout=300)
+
+
+def test_a_failing_setup_command_names_host_step_and_output_and_stops_nothing(
+        cluster: Cluster) -> None:
+    bad = cluster.pool.workers[1]
+    before = {m.ip: cluster.unit(m) for m in cluster.pool.machines}
+    commands = json.dumps({"ray_setup_commands": [
+        "echo preparing on $(hostname)",
+        f"if [ \"$(hostname -I | tr -d ' ')\" = {bad.ip} ]; then echo disk full >&2; exit 3; fi",
+    ]})
+    result = cluster.playbook("up", "-e", "ray_up_workers=all", "-e", commands, check=False)
+    assert result.returncode != 0
+    counts = recap(result.stdout)
+    assert counts[bad.ip]["failed"] == 1
+    assert all(c["failed"] == 0 for ip, c in counts.items() if ip != bad.ip), counts
+    failure = result.stdout[result.stdout.index(f"fatal: [{bad.ip}]"):]
+    assert "Commands | run setup_commands" in result.stdout
+    assert "disk full" in failure and "command failed with exit code 3" in failure
+    assert {m.ip: cluster.unit(m) for m in cluster.pool.machines} == before
+    # Without the bad command: the healthy hosts ran the list once (changed=0 now), the host
+    # that failed runs it again, and nothing restarts.
+    good = json.dumps({"ray_setup_commands": ["echo preparing on $(hostname)"]})
+    counts = recap(cluster.playbook("up", "-e", "ray_up_workers=all", "-e", good).stdout)
+    assert counts[bad.ip]["changed"] > 0
+    counts = recap(cluster.playbook("up", "-e", "ray_up_workers=all", "-e", good).stdout)
+    assert all(c["changed"] == 0 for c in counts.values()), counts
+    assert {m.ip: cluster.unit(m) for m in cluster.pool.machines} == before
+
+
+def test_down_stops_ray_everywhere_and_leaves_no_units(cluster: Cluster) -> None:
+    cluster.playbook("down")
+    for machine in cluster.pool.machines:
+        leftover = cluster.pool.ssh(
+            machine, "sh", "-c",
+            "systemctl list-unit-files 'onprem-ray*' --no-legend; "
+            "ls /etc/systemd/system | grep onprem; ls -d /etc/ray /var/lib/onprem-ray; "
+            "pgrep -u ray -f raylet", check=False).stdout
+        assert leftover.strip() == "", (machine.ip, leftover)
