@@ -1,0 +1,111 @@
+"""The cluster file -> Config, through the collection's shared validation."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from onprem_ray_agent import config as config_module
+from onprem_ray_agent.config import ConfigError, collection_dir, load_config
+
+REPO = Path(__file__).resolve().parents[2]
+
+TYPED = """
+    plugin: onprem.ray.cluster
+    provider: {type: local, head_ip: 10.0.0.1}
+    auth: {ssh_user: ops}
+    min_workers: 1
+    max_workers: 4
+    upscaling_speed: 2.5
+    idle_timeout_minutes: 3
+    head_node_type: head
+    available_node_types:
+      head: {resources: {CPU: 0}}
+      cpu:
+        worker_ips: [10.0.1.1-10.0.1.3]
+        resources: {CPU: 4}
+        min_workers: 1
+      gpu:
+        worker_ips: [10.0.2.1]
+        resources: {CPU: 8, GPU: 1}
+        max_workers: 1
+"""
+
+RAY_STYLE = """
+    cluster_name: plain
+    provider: {type: local, head_ip: 10.0.0.1, worker_ips: [10.0.1.1, 10.0.1.2]}
+    auth: {ssh_user: ops}
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "cluster.yml") -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def test_collection_dir_defaults_to_the_repository_and_follows_the_environment(
+        tmp_path, monkeypatch):
+    monkeypatch.delenv(config_module.COLLECTION_DIR_ENV, raising=False)
+    assert collection_dir() == REPO
+    monkeypatch.setenv(config_module.COLLECTION_DIR_ENV, str(tmp_path))
+    assert collection_dir() == tmp_path.resolve()
+
+
+def test_a_missing_collection_is_named(tmp_path, monkeypatch):
+    monkeypatch.setenv(config_module.COLLECTION_DIR_ENV, str(tmp_path))
+    with pytest.raises(ConfigError, match=config_module.COLLECTION_DIR_ENV):
+        load_config(write(tmp_path, RAY_STYLE))
+
+
+def test_node_types_limits_and_speeds_come_from_the_file(tmp_path):
+    loaded = load_config(write(tmp_path, TYPED))
+    config = loaded.config
+    assert config.head_ip == "10.0.0.1"
+    assert config.head_node_type == "head"
+    assert (config.min_workers, config.max_workers) == (1, 4)
+    assert config.upscaling_speed == 2.5
+    assert config.idle_timeout_s == 180
+    types = {t.name: t for t in config.node_types}
+    assert types["cpu"].ips == ("10.0.1.1", "10.0.1.2", "10.0.1.3")
+    assert dict(types["cpu"].resources) == {"CPU": 4.0}
+    assert (types["cpu"].min_workers, types["cpu"].max_workers) == (1, 3)
+    assert (types["gpu"].max_workers, dict(types["gpu"].resources)) == (1, {"CPU": 8, "GPU": 1})
+    assert types["head"].ips == ()
+    assert loaded.pool == {"10.0.1.1", "10.0.1.2", "10.0.1.3", "10.0.2.1"}
+
+
+def test_a_ray_cluster_yaml_gets_rays_one_node_type(tmp_path):
+    config = load_config(write(tmp_path, RAY_STYLE)).config
+    (only,) = config.node_types
+    assert only.ips == ("10.0.1.1", "10.0.1.2")
+    # Ray's local provider: min_workers defaults to every worker
+    assert (config.min_workers, config.max_workers) == (2, 2)
+    assert config.head_node_type == only.name
+
+
+def test_agent_settings_are_passed_through(tmp_path):
+    config = load_config(write(tmp_path, RAY_STYLE), provision_timeout_s=42.0).config
+    assert config.provision_timeout_s == 42.0
+
+
+@pytest.mark.parametrize(("text", "named"), [
+    (TYPED.replace("upscaling_speed: 2.5", "upscaling_speed: -1"), "upscaling_speed = -1"),
+    (TYPED.replace("max_workers: 1\n", "max_workers: 7\n"), "available_node_types.gpu"),
+    (RAY_STYLE + "    agent: {provision_timeout_s: 5}\n", "agent"),
+    ("provider: [\n", "malformed YAML"),
+])
+def test_a_refused_file_names_the_file_the_key_and_the_value(tmp_path, text, named):
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    message = str(caught.value)
+    assert str(path) in message
+    assert named in message
+
+
+def test_a_missing_file_is_named(tmp_path):
+    with pytest.raises(ConfigError, match="cannot be read"):
+        load_config(tmp_path / "nope.yml")
