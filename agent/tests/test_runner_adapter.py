@@ -1,0 +1,165 @@
+"""The ansible-runner adapter, run for real: tiny playbooks against this machine
+(ansible_connection=local) and an address where nothing listens (unreachable)."""
+
+from __future__ import annotations
+
+import os
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from onprem_ray_agent.adapters.runner import (
+    FAILED,
+    OK,
+    UNREACHABLE,
+    AnsibleRunner,
+    PoolViolation,
+    RunConflict,
+    ansible_environment,
+)
+
+GOOD, BAD, DOWN, ABSENT = "127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5"
+
+PLAYBOOK = """
+    - name: Tiny
+      hosts: all
+      gather_facts: false
+      tasks:
+        - name: Say hello
+          ansible.builtin.command: echo hello
+          changed_when: false
+        - name: Break on the bad host
+          ansible.builtin.command: sh -c 'echo out-{{ marker }}; echo err-{{ marker }} >&2; exit 3'
+          when: inventory_hostname == '127.0.0.3'
+        - name: Wait
+          ansible.builtin.command: sleep {{ pause }}
+          changed_when: false
+"""
+
+
+@pytest.fixture
+def setup(tmp_path):
+    playbook = tmp_path / "tiny.yml"
+    playbook.write_text(textwrap.dedent(PLAYBOOK))
+    inventory = tmp_path / "hosts.ini"
+    python = sys.executable
+    inventory.write_text(textwrap.dedent(f"""
+        {GOOD} ansible_connection=local ansible_python_interpreter={python}
+        {BAD} ansible_connection=local ansible_python_interpreter={python}
+        {DOWN} ansible_host=127.0.0.1 ansible_port=1 ansible_connection=ssh
+    """))
+    runner = AnsibleRunner(tmp_path / "runner", inventory, {GOOD, BAD, DOWN, ABSENT},
+                           envvars=ansible_environment(tmp_path, os.environ),
+                           cancel_check_s=0.2)
+    return runner, str(playbook)
+
+
+def wait_for(runner: AnsibleRunner, timeout_s: float = 120.0):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        results = runner.poll()
+        if results:
+            return results
+        time.sleep(0.2)
+    raise AssertionError("the run did not end")
+
+
+def test_hosts_ok_failed_and_unreachable_with_the_failing_output(setup):
+    runner, playbook = setup
+    runner.start("run-1", playbook, [GOOD, BAD, DOWN], extravars={"marker": "x", "pause": 0})
+    assert runner.running() == ["run-1"]
+    (result,) = wait_for(runner)
+    assert runner.running() == []
+    assert (result.request_id, result.playbook, result.status) == ("run-1", playbook, "failed")
+    assert result.rc not in (0, None)
+    assert dict(result.hosts) == {GOOD: OK, BAD: FAILED, DOWN: UNREACHABLE}
+    assert result.failed_tasks[BAD] == "Break on the bad host"
+    assert "out-x" in result.errors[BAD] and "err-x" in result.errors[BAD]
+    assert "Say hello" in result.errors[DOWN] and "port 1" in result.errors[DOWN]
+    assert GOOD not in result.errors
+    assert result.duration_s is not None and result.duration_s > 0
+
+
+def test_a_finished_run_reads_back_from_its_artifacts(setup):
+    runner, playbook = setup
+    runner.start("run-2", playbook, [GOOD, BAD], extravars={"marker": "y", "pause": 0})
+    (live,) = wait_for(runner)
+    restarted = AnsibleRunner(runner.private_data_dir, runner.inventory, runner.pool)
+    again = restarted.recorded("run-2")
+    assert again is not None
+    assert (again.playbook, again.ips, again.status, again.rc) == (
+        playbook, (GOOD, BAD), live.status, live.rc)
+    assert dict(again.hosts) == dict(live.hosts) == {GOOD: OK, BAD: FAILED}
+    assert again.errors[BAD] == live.errors[BAD]
+    assert restarted.recorded("never-ran") is None
+
+
+def test_each_run_gets_its_own_variables(setup):
+    runner, playbook = setup
+    for marker in ("first", "second"):
+        runner.start(f"run-{marker}", playbook, [BAD], extravars={"marker": marker, "pause": 0})
+        (result,) = wait_for(runner)
+        assert f"out-{marker}" in result.errors[BAD]
+
+
+def test_a_successful_run_without_a_host_in_the_inventory_fails_that_host(setup):
+    runner, playbook = setup
+    runner.start("run-3", playbook, [GOOD, ABSENT], extravars={"marker": "z", "pause": 0})
+    (result,) = wait_for(runner)
+    assert result.hosts[GOOD] == OK
+    assert result.hosts[ABSENT] == FAILED
+    assert "no result for 127.0.0.5" in result.errors[ABSENT]
+
+
+@pytest.mark.parametrize("ips", [
+    ["10.9.9.9"],  # not in the pool
+    [GOOD, "all"],  # a pattern, not a host
+    [GOOD, GOOD],
+    [],
+])
+def test_nothing_outside_the_pool_reaches_the_limit(setup, ips):
+    runner, playbook = setup
+    with pytest.raises(PoolViolation):
+        runner.start("refused", playbook, ips)
+    assert runner.running() == []
+    assert not (runner.private_data_dir / "artifacts" / "refused").exists()
+
+
+def test_a_new_pool_applies_to_the_next_run(setup):
+    runner, playbook = setup
+    runner.set_pool({BAD})
+    with pytest.raises(PoolViolation, match=GOOD):
+        runner.start("old-pool", playbook, [GOOD])
+
+
+def test_cancel_stops_the_run_and_a_host_is_never_in_two_runs(setup):
+    runner, playbook = setup
+    runner.start("slow", playbook, [GOOD], extravars={"marker": "s", "pause": 60})
+    with pytest.raises(RunConflict, match="slow"):
+        runner.start("second", playbook, [GOOD, BAD], extravars={"marker": "s", "pause": 0})
+    time.sleep(2)
+    started = time.monotonic()
+    runner.cancel_all()
+    (result,) = wait_for(runner, timeout_s=30)
+    assert result.status == "canceled"
+    assert time.monotonic() - started < 20
+    assert GOOD not in result.hosts  # no outcome: the run did not get to say
+    assert runner.recorded("slow").status == "canceled"
+
+
+def test_ansible_environment_finds_a_checkout_and_an_installed_collection(tmp_path):
+    checkout = tmp_path / "repo"
+    checkout.mkdir()
+    (checkout / "ansible.cfg").write_text("[defaults]\n")
+    env = ansible_environment(checkout, {"PATH": "/usr/bin"})
+    assert env["ANSIBLE_CONFIG"] == str(checkout / "ansible.cfg")
+    assert env["PATH"].split(os.pathsep) == [str(Path(sys.executable).parent), "/usr/bin"]
+    installed = tmp_path / "colls" / "ansible_collections" / "onprem" / "ray"
+    installed.mkdir(parents=True)
+    env = ansible_environment(installed, {"PATH": str(Path(sys.executable).parent)})
+    assert env == {"ANSIBLE_COLLECTIONS_PATH": str(tmp_path / "colls")}
+    assert ansible_environment(checkout, {"ANSIBLE_CONFIG": "/etc/a.cfg", "PATH": ""}).get(
+        "ANSIBLE_CONFIG") is None
