@@ -123,6 +123,28 @@ class StateStore:
             raise
         return cls(db, lock_fd, path)
 
+    @classmethod
+    def open_read_only(cls, path: str | os.PathLike[str]) -> StateStore:
+        """For `status` and `--dry-run` beside a running agent: no lock, no writes."""
+        path = Path(path)
+        if not path.is_file():
+            raise StoreError(f"state store {path} does not exist (no agent has run there)")
+        try:
+            db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True,
+                                 isolation_level=None, timeout=10)
+            try:
+                version = db.execute("PRAGMA user_version").fetchone()[0]
+            except BaseException:
+                db.close()
+                raise
+        except sqlite3.DatabaseError as err:
+            raise StoreError(f"state store {path} cannot be read: {err}") from err
+        if version != SCHEMA_VERSION:
+            db.close()
+            raise SchemaTooNew(f"state store {path} has schema version {version}, this agent "
+                               f"reads {SCHEMA_VERSION}")
+        return cls(db, -1, path)
+
     def close(self) -> None:
         with contextlib.suppress(sqlite3.Error):
             self._db.close()

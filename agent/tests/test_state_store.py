@@ -189,3 +189,24 @@ def test_playbook_runs(db) -> None:
         store.finish_run("add-2", 31.0, "successful", {"10.0.1.4": "ok"})
         store.prune_runs(keep=1)
         assert {r.request_id for r in store.runs()} == {"add-2", "retire-1"}
+
+
+def test_a_read_only_store_reads_beside_the_writer_and_cannot_write(tmp_path):
+    from onprem_ray_agent.store import StoreError
+
+    path = tmp_path / "state.db"
+    with pytest.raises(StoreError, match="does not exist"):
+        StateStore.open_read_only(path)
+    writer = StateStore.open(path)
+    try:
+        writer.put(Machine(ip="10.0.1.1", node_type="cpu", since=5.0))
+        reader = StateStore.open_read_only(path)
+        try:
+            assert list(reader.machines()) == ["10.0.1.1"]
+            with pytest.raises(sqlite3.OperationalError):
+                reader.put(Machine(ip="10.0.1.2", node_type="cpu"))
+        finally:
+            reader.close()
+        writer.put(Machine(ip="10.0.1.3", node_type="cpu"))  # the writer keeps its lock
+    finally:
+        writer.close()

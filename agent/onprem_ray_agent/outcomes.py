@@ -1,0 +1,64 @@
+"""What a finished playbook run means for each of its machines: lifecycle events. Pure.
+
+add_workers: a failed host has failed (with the playbook's output as its error), an unreachable
+one is told apart; a host that got through stays joining until Ray lists it ALIVE, which the
+decision sees. retire_workers drains through the GCS, then stops Ray: a success is drained then
+retired (spare again); a failure before Ray was stopped leaves the node running, so it is active
+again; a failure while stopping it, or an unreachable host, has failed. A host the run gave no
+result for (canceled, timed out, lost with a killed agent) is left for the decision to sort out
+against Ray: joining ones to Ray's node list or the provision timeout, draining ones back to
+active.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from onprem_ray_agent.adapters.runner import FAILED, OK, UNREACHABLE, RunResult
+from onprem_ray_agent.model import ActionKind, Event
+
+LOST = "lost"  # a run the agent was killed during, with no final status in its artifacts
+
+
+@dataclass(frozen=True)
+class Step:
+    event: Event
+    reason: str
+    error: str = ""
+
+
+def failed_after_drain(task: str) -> bool:
+    """retire_workers failed in the task that stops Ray, after the drain went through
+    (roles/worker/tasks/retire.yml: "Retire | Ray stopped and disabled")."""
+    name = task.lower()
+    return "stop" in name and "drain" not in name
+
+
+def steps(kind: str, ip: str, result: RunResult) -> tuple[Step, ...]:
+    """The events to apply, in order, to machine `ip` of a run of `kind` (add or retire)."""
+    outcome = result.hosts.get(ip)
+    error = result.errors.get(ip, "")
+    run = f"run {result.request_id}"
+    if kind == ActionKind.ADD:
+        if outcome == FAILED:
+            return (Step(Event.ADD_FAILED, f"add_workers failed ({run})", error),)
+        if outcome == UNREACHABLE:
+            return (Step(Event.UNREACHABLE, f"unreachable over SSH ({run})", error),)
+        return ()  # ok, or no result: joining until Ray lists it ALIVE or the timeout
+    if kind != ActionKind.RETIRE:
+        return ()
+    drained = Step(Event.DRAINED, f"drained ({run})")
+    if outcome == OK:
+        return (drained, Step(Event.RETIRED, f"retired: Ray stopped ({run})"))
+    if outcome == UNREACHABLE:
+        return (drained, Step(Event.UNREACHABLE, f"unreachable over SSH while retiring ({run})",
+                              error))
+    if outcome == FAILED:
+        if failed_after_drain(result.failed_tasks.get(ip, "")):
+            return (drained, Step(Event.RETIRE_FAILED, f"drained, but Ray could not be "
+                                  f"stopped ({run})", error))
+        return (Step(Event.DRAIN_FAILED, f"not retired, Ray keeps running there ({run})",
+                     error),)
+    return (Step(Event.DRAIN_FAILED,
+                 f"retire {run} ended {result.status} before a result for this host: active "
+                 "until Ray says otherwise"),)
