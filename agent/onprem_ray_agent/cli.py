@@ -1,12 +1,18 @@
-"""Command line of the agent."""
+"""Command line of the agent: `run` (the default), `status`, `plan`."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
+import time
+from pathlib import Path
 
 from onprem_ray_agent import __version__
+from onprem_ray_agent.metrics import DEFAULT_PORT
+
+COMMANDS = ("run", "status", "plan")
 
 
 def _plan(args: argparse.Namespace) -> int:
@@ -23,10 +29,103 @@ def _plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run(args: argparse.Namespace) -> int:
+    from onprem_ray_agent.service import Options, run
+
+    logging.basicConfig(level=args.log_level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(message)s")
+    return run(Options(
+        cluster_file=Path(args.cluster_file), state_dir=Path(args.state_dir),
+        gcs_address=args.gcs_address, interval_s=args.interval, once=args.once,
+        dry_run=args.dry_run, metrics_address=args.metrics_address,
+        metrics_port=args.metrics_port))
+
+
+def _status(args: argparse.Namespace) -> int:
+    from onprem_ray_agent.adapters.ray_state import GcsRayState
+    from onprem_ray_agent.config import ConfigError, load_config
+    from onprem_ray_agent.loop import Agent
+    from onprem_ray_agent.status import collect_status, read_status_file, render
+    from onprem_ray_agent.store import StateStore, StoreError
+
+    state_dir = Path(args.state_dir)
+    try:
+        store = StateStore.open_read_only(state_dir / "state.db")
+    except StoreError as err:
+        print(f"onprem-ray-agent status: {err}", file=sys.stderr)
+        return 2
+    try:
+        # Decide afresh with the running agent's cluster file and GCS unless told others.
+        running_as = (read_status_file(state_dir) or {}).get("agent") or {}
+        cluster_file = args.cluster_file or running_as.get("cluster_file")
+        gcs_address = args.gcs_address or running_as.get("gcs_address")
+        fresh = None
+        if cluster_file and gcs_address and not args.no_decide:
+            try:
+                loaded = load_config(cluster_file)
+            except ConfigError as err:
+                print(f"onprem-ray-agent status: {err}", file=sys.stderr)
+                return 2
+            agent = Agent(loaded.config, store, GcsRayState(gcs_address), None, dry_run=True)
+            fresh = agent.iterate(time.time())
+        status = collect_status(store, state_dir, fresh)
+    finally:
+        store.close()
+    if args.json:
+        json.dump(status, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        sys.stdout.write(render(status, time.time()))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="onprem-ray-agent")
+    parser = argparse.ArgumentParser(
+        prog="onprem-ray-agent",
+        description="Autoscaler agent of onprem.ray. Without a command: run.")
     parser.add_argument("--version", action="version", version=__version__)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = commands.add_parser(
+        "run", help="watch Ray's demand and add or retire machines of the pool",
+        description="The control loop: every --interval seconds, read Ray's demand from the "
+                    "head's GCS, decide, and run add_workers / retire_workers.")
+    run.add_argument("--cluster-file", required=True, help="the cluster file (inventory)")
+    run.add_argument("--state-dir", required=True, help="where the state store lives")
+    run.add_argument("--gcs-address", required=True, metavar="HOST:PORT",
+                     help="the head's GCS, e.g. 10.0.0.1:6379")
+    run.add_argument("--interval", type=float, default=5.0, metavar="SECONDS",
+                     help="seconds between iterations (default 5)")
+    run.add_argument("--once", action="store_true",
+                     help="one iteration, wait for the playbooks it starts, then exit")
+    run.add_argument("--dry-run", action="store_true",
+                     help="decide and print the actions with their reasons; act on nothing "
+                          "and write nothing")
+    run.add_argument("--metrics-address", metavar="ADDRESS",
+                     help="address of the metrics endpoint (default: the head's address "
+                          "from the cluster file)")
+    run.add_argument("--metrics-port", type=int, default=DEFAULT_PORT, metavar="PORT",
+                     help=f"port of the metrics endpoint, 0 for none (default {DEFAULT_PORT})")
+    run.add_argument("--log-level", default="INFO",
+                     choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    run.set_defaults(handler=_run)
+
+    status = commands.add_parser(
+        "status", help="machines, runs, pending demand and the next actions",
+        description="Every machine's state, since when, why and its last error; the "
+                    "playbook runs; Ray's pending demand and what the agent will do next, "
+                    "decided afresh (acting on nothing) with the running agent's cluster "
+                    "file and GCS address, or the ones given; without Ray, the agent's "
+                    "last iteration.")
+    status.add_argument("--state-dir", required=True)
+    status.add_argument("--cluster-file", help="default: the running agent's")
+    status.add_argument("--gcs-address", metavar="HOST:PORT", help="default: the running "
+                        "agent's")
+    status.add_argument("--json", action="store_true", help="the same, as JSON")
+    status.add_argument("--no-decide", action="store_true",
+                        help="do not ask Ray: show the agent's last iteration only")
+    status.set_defaults(handler=_status)
+
     plan = commands.add_parser(
         "plan", help="print the decision for a recorded situation (no cluster needed)",
         description="Decide for the situation in SNAPSHOT.json (config, machine states, "
@@ -39,11 +138,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # The systemd unit calls the agent with options only: that is `run`.
+    if argv and argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version"):
+        argv.insert(0, "run")
     parser = build_parser()
     args = parser.parse_args(argv)
     handler = getattr(args, "handler", None)
     if handler is None:
-        print("onprem-ray-agent: the control loop is not built yet", file=sys.stderr)
+        parser.print_help(sys.stderr)
         return 2
     return handler(args)
 

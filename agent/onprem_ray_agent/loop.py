@@ -161,7 +161,7 @@ class Agent:
 
     def iterate(self, now: float) -> IterationReport:
         started = self._monotonic()
-        finished = [] if self.dry_run else self._collect_runs(now)
+        finished = [] if self.dry_run else self.collect_runs(now)
         try:
             raw = self.ray.snapshot()
         except RayUnavailable as err:
@@ -206,7 +206,7 @@ class Agent:
             if wait is not None and not wait(wait_s):
                 log.warning("stopping: runs still running after %.0f s: %s", wait_s,
                             ", ".join(self.runner.running()))
-        return self._collect_runs(now)
+        return self.collect_runs(now)
 
     # ------------------------------------------------------------ observe
 
@@ -224,7 +224,8 @@ class Agent:
                                                               unfinished_only=True)
                 for ip in run.ips}
 
-    def _collect_runs(self, now: float) -> list[RunResult]:
+    def collect_runs(self, now: float) -> list[RunResult]:
+        """Record the runs that ended since the last call."""
         results = self._runner().poll()
         for result in results:
             self._record_result(result, now)
