@@ -86,7 +86,11 @@ def test_hosts_ok_failed_and_unreachable_with_the_failing_output(setup):
 def test_a_finished_run_reads_back_from_its_artifacts(setup):
     runner, playbook = setup
     runner.start("run-2", playbook, [GOOD, BAD], extravars={"marker": "y", "pause": 0})
-    (live,) = wait_for(runner)
+    deadline = time.monotonic() + 120
+    while runner.running():  # until it ended; poll() then reports it
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    (live,) = runner.poll()
     restarted = AnsibleRunner(runner.private_data_dir, runner.inventory, runner.pool)
     again = restarted.recorded("run-2")
     assert again is not None
@@ -163,3 +167,27 @@ def test_ansible_environment_finds_a_checkout_and_an_installed_collection(tmp_pa
     assert env == {"ANSIBLE_COLLECTIONS_PATH": str(tmp_path / "colls")}
     assert ansible_environment(checkout, {"ANSIBLE_CONFIG": "/etc/a.cfg", "PATH": ""}).get(
         "ANSIBLE_CONFIG") is None
+
+
+def test_the_collections_playbook_runs_by_name_against_the_cluster_file(tmp_path):
+    from onprem_ray_agent.adapters.runner import ADD_WORKERS
+    from onprem_ray_agent.config import collection_dir
+
+    root = collection_dir()
+    if not (root / ".cache" / "collections" / "ansible_collections" / "onprem" / "ray").exists():
+        pytest.skip("the collection is not linked into .cache/collections (make setup)")
+    cluster = tmp_path / "cluster.yml"
+    cluster.write_text(textwrap.dedent("""
+        plugin: onprem.ray.cluster
+        provider: {type: local, head_ip: 127.0.0.8, worker_ips: [127.0.0.9]}
+        auth: {ssh_user: nobody}
+    """))
+    runner = AnsibleRunner(tmp_path / "runner", cluster, {"127.0.0.9"},
+                           envvars=ansible_environment(root, os.environ))
+    runner.start("fqcn", ADD_WORKERS, ["127.0.0.9"])
+    (result,) = wait_for(runner)
+    # the pool's own checks passed; the machine itself cannot be reached over SSH
+    assert dict(result.hosts) == {"127.0.0.9": UNREACHABLE}
+    assert "Limit | every host of --limit is a worker of the pool" in result.output_tail
+    assert result.failed_tasks["127.0.0.9"].startswith("Preflight")
+    assert "\x1b[" not in result.output_tail

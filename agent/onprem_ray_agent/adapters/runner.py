@@ -36,6 +36,7 @@ OUTPUT_TAIL_CHARS = 4000
 # Names of hosts that may reach --limit: addresses and DNS names, nothing Ansible reads as a
 # pattern (`!`, `&`, `*`, `~`, `,`).
 _SAFE_HOST = re.compile(r"[A-Za-z0-9][A-Za-z0-9.:-]*")
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")  # Ansible's colours, in the saved stdout
 
 
 class PoolViolation(ValueError):
@@ -189,8 +190,9 @@ class AnsibleRunner:
     # ------------------------------------------------------------ watching
 
     def running(self) -> list[str]:
+        """The runs still running (an ended one is reported by the next poll())."""
         with self._lock:
-            return sorted(self._active)
+            return sorted(rid for rid, run in self._active.items() if run.thread.is_alive())
 
     def cancel(self, request_id: str) -> None:
         """Ask a run to stop; it ends as canceled and is reported by poll()."""
@@ -287,7 +289,7 @@ def _events(directory: Path) -> list[dict]:
 
 
 def _tail(text: str, limit: int) -> str:
-    text = text.strip()
+    text = _ANSI.sub("", text).strip()
     return text if len(text) <= limit else "..." + text[-(limit - 3):]
 
 
