@@ -69,6 +69,17 @@ class LoadedConfig:
                          if ip != self.config.head_ip)
 
 
+    def hostvars_of_leaving(self, ip: str, node_type: str) -> dict[str, Any]:
+        """Host variables for a machine that left the file but must still be retired: those
+        the file gives a worker of its node type (of the head's, if that type is gone too)."""
+        cluster = self.cluster
+        names = {t.name for t in cluster.node_types}
+        name = node_type if node_type in names else cluster.head_node_type
+        types = tuple(dataclasses.replace(t, ips=(*t.ips, ip)) if t.name == name else t
+                      for t in cluster.node_types)
+        return dataclasses.replace(cluster, node_types=types).hostvars(ip)
+
+
 def config_from_cluster(cluster: Any, **agent_settings: Any) -> Config:
     """The decision's settings of a validated `cluster_config.Cluster`. `agent_settings` are
     Config's own fields (provision timeout, backoff ...) that a cluster file does not carry."""

@@ -306,7 +306,7 @@ class Agent:
                     transitions.TRANSITIONS:
                 state = records[ip].state.value if ip in records else "not recorded"
                 step.held.append(f"{ip}: {action.kind.value} held: it is {state}")
-            elif ip not in self.pool:
+            elif ip not in self.pool and not self._reach(action, records[ip], step):
                 step.held.append(f"{ip}: {action.kind.value} refused: not in the inventory, "
                                  "so the playbooks cannot reach it; put it back in the "
                                  "inventory to retire it, or stop Ray on it by hand")
@@ -339,6 +339,18 @@ class Agent:
             return
         step.started.append(request_id)
         self._acted(action, ips, step, request_id)
+
+    def _reach(self, action: Action, machine: Machine, step: _Iteration) -> bool:
+        """A machine gone from the inventory may still be retired (never added), when the
+        runner can reach it with what the inventory says of its node type."""
+        reach = getattr(self.runner, "reach", None)
+        if action.kind != ActionKind.RETIRE or reach is None:
+            return False
+        try:
+            return bool(reach(machine.ip, machine.node_type))
+        except ValueError as err:
+            step.held.append(f"{machine.ip}: {err}")
+            return False
 
     def _run_settings(self, action: Action) -> dict[str, Any]:
         config = self.config

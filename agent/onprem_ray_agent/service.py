@@ -134,7 +134,8 @@ def _serve(options: Options, loaded: LoadedConfig, store: StateStore, signals: S
         runner = None
     elif runner is None:
         runner = AnsibleRunner(options.state_dir / RUNNER_DIR, loaded.path, loaded.pool,
-                               envvars=ansible_environment(collection_dir(), os.environ))
+                               envvars=ansible_environment(collection_dir(), os.environ),
+                               leaving_hostvars=loaded.hostvars_of_leaving)
     metrics = AgentMetrics()
     server = None
     if options.metrics_port and not options.once:
@@ -155,7 +156,7 @@ def _serve(options: Options, loaded: LoadedConfig, store: StateStore, signals: S
                 agent.reconfigure(loaded.config)
                 set_pool = getattr(runner, "set_pool", None)
                 if set_pool is not None:
-                    set_pool(loaded.pool, loaded.path)
+                    set_pool(loaded.pool, loaded.path, loaded.hostvars_of_leaving)
             try:
                 report = agent.iterate(time.time())
             except Exception:  # the next iteration starts from the store and Ray again

@@ -67,6 +67,7 @@ class FakeRunner:
     artifacts: dict[str, RunResult] = field(default_factory=dict)  # outlives an agent
     started: list[Started] = field(default_factory=list)
     fail_start: str = ""
+    reachable: frozenset[str] = frozenset()  # gone from the inventory, reachable to retire
     _running: dict[str, Started] = field(default_factory=dict)
     _done: list[RunResult] = field(default_factory=list)
     canceled: list[str] = field(default_factory=list)
@@ -75,7 +76,8 @@ class FakeRunner:
         ips = tuple(ips)
         if self.fail_start:
             raise OSError(self.fail_start)
-        outside = [address for address in ips if address not in self.pool]
+        allowed = self.pool | (self.reachable if playbook.endswith("retire_workers") else set())
+        outside = [address for address in ips if address not in allowed]
         if outside:
             raise PoolViolation(f"not in the pool: {outside}")
         busy = {address for run in self._running.values() for address in run.ips}
@@ -95,6 +97,9 @@ class FakeRunner:
         self.artifacts[request_id] = result
         self._done.append(result)
         return result
+
+    def reach(self, address: str, node_type: str) -> bool:
+        return address in self.pool or address in self.reachable
 
     def poll(self) -> list[RunResult]:
         done, self._done = self._done, []

@@ -109,3 +109,14 @@ def test_a_refused_file_names_the_file_the_key_and_the_value(tmp_path, text, nam
 def test_a_missing_file_is_named(tmp_path):
     with pytest.raises(ConfigError, match="cannot be read"):
         load_config(tmp_path / "nope.yml")
+
+
+def test_a_machine_that_left_the_file_is_reached_as_a_worker_of_its_type(tmp_path):
+    loaded = load_config(write(tmp_path, TYPED))
+    hostvars = loaded.hostvars_of_leaving("10.0.2.9", "gpu")
+    assert hostvars["ansible_host"] == "10.0.2.9"
+    assert hostvars["ansible_user"] == "ops"
+    assert (hostvars["ray_node_type"], hostvars["ray_head_ip"]) == ("gpu", "10.0.0.1")
+    # its node type is gone too: it is reached as the file reaches the head's type
+    assert loaded.hostvars_of_leaving("10.0.9.9", "tpu")["ray_node_type"] == "head"
+    assert "10.0.2.9" not in loaded.pool

@@ -132,17 +132,35 @@ def test_a_retire_runs_outcome_on_its_machine(world, hosts, task, state, error):
     assert machine.last_error == error
 
 
-def test_a_machine_gone_from_the_inventory_is_never_named_in_a_run(world):
+def test_a_machine_gone_from_the_inventory_the_runner_cannot_reach_is_never_run_on(world):
     put(world, "active", 1, 2)
     world.ray.alive("cpu", 1, busy=True)
     world.ray.alive("cpu", 2, busy=True)
     world.agent.reconfigure(config(node_type("cpu", 1), idle_timeout_minutes=1))
-    world.runner.pool = frozenset(CPU)  # even where the runner would take it
+    world.runner.pool = frozenset(CPU[:1])  # the new inventory, and no way to the other
     report = world.agent.iterate(NOW)
     assert world.runner.started == []
     assert world.store.machine(CPU[1]).state == S.ACTIVE
     assert any(line.startswith(f"{CPU[1]}: retire refused: not in the inventory")
                for line in report.held)
+
+
+def test_a_machine_gone_from_the_inventory_is_drained_retired_then_forgotten(world):
+    put(world, "active", 1, 2)
+    world.ray.alive("cpu", 1, busy=True)
+    world.ray.alive("cpu", 2, busy=True)
+    world.agent.reconfigure(config(node_type("cpu", 1), idle_timeout_minutes=1))
+    world.runner.reachable = frozenset({CPU[1]})
+    world.agent.iterate(NOW)
+    run = world.runner.last()
+    assert (run.playbook, run.ips) == (RETIRE_WORKERS, (CPU[1],))
+    assert run.extravars["worker_drain_reason"] == "preemption"  # busy, and going anyway
+    world.runner.finish(run.request_id)
+    world.ray.dead("cpu", 2)
+    world.agent.iterate(NOW + 5)  # retired: spare, then forgotten as it left the inventory
+    world.agent.iterate(NOW + 10)
+    assert world.states() == {CPU[0]: "active"}
+    assert world.store.run(run.request_id).outcome == "successful"
 
 
 def test_a_removed_machine_still_in_the_pool_is_retired_with_preemption(world):

@@ -139,6 +139,27 @@ def test_a_new_pool_applies_to_the_next_run(setup):
         runner.start("old-pool", playbook, [GOOD])
 
 
+def test_a_machine_gone_from_the_inventory_is_reachable_for_retirement_only(tmp_path, setup):
+    runner, playbook = setup
+    gone = "127.0.0.6"
+    retire = AnsibleRunner(
+        tmp_path / "retire-runner", runner.inventory, {GOOD},
+        envvars=runner.envvars, retire_playbook=playbook,
+        leaving_hostvars=lambda address, node_type: {
+            "ansible_connection": "local", "ansible_python_interpreter": sys.executable,
+            "marker_type": node_type})
+    assert not AnsibleRunner(tmp_path / "r2", runner.inventory, {GOOD}).reach(gone, "cpu")
+    assert retire.reach(gone, "cpu")
+    with pytest.raises(PoolViolation, match=gone):
+        retire.start("add-gone", "add.yml", [gone])  # never added: only retired
+    retire.start("retire-gone", playbook, [GOOD, gone], extravars={"marker": "r", "pause": 0})
+    (result,) = wait_for(retire)
+    assert dict(result.hosts) == {GOOD: OK, gone: OK}
+    retire.set_pool({GOOD})  # a new cluster file: what was reachable must be asked again
+    with pytest.raises(PoolViolation, match=gone):
+        retire.start("retire-again", playbook, [gone])
+
+
 def test_cancel_stops_the_run_and_a_host_is_never_in_two_runs(setup):
     runner, playbook = setup
     runner.start("slow", playbook, [GOOD], extravars={"marker": "s", "pause": 60})

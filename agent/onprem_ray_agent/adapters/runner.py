@@ -6,7 +6,9 @@ land in `<private_data_dir>/artifacts/<request id>/` and can be read back after 
 outcome of each host comes from the runner's stats: unreachable (Ansible's "dark") is told
 apart from failed, and the failing task's output is kept for `status`.
 
-Only IPs of the pool given to the adapter ever reach --limit.
+Only IPs of the pool given to the adapter ever reach --limit, and for retire_workers the
+machines that left the inventory but still run Ray (`reach`): they get a one-run inventory of
+their own beside the cluster file, never the add playbook.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -115,6 +117,8 @@ class AnsibleRunner:
 
     def __init__(self, private_data_dir: str | os.PathLike[str], inventory: str | os.PathLike[str],
                  pool: Iterable[str], *, envvars: Mapping[str, str] | None = None,
+                 leaving_hostvars: Callable[[str, str], Mapping[str, Any]] | None = None,
+                 retire_playbook: str = RETIRE_WORKERS,
                  keep_artifacts: int = 200, cancel_check_s: float = 1.0) -> None:
         self.private_data_dir = Path(private_data_dir).resolve()
         self.private_data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -124,25 +128,47 @@ class AnsibleRunner:
         self._lock = threading.Lock()
         self._active: dict[str, _Active] = {}
         self._canceled: set[str] = set()
-        self.set_pool(pool, inventory)
+        self.retire_playbook = retire_playbook
+        self._leaving: dict[str, dict[str, Any]] = {}
+        self.set_pool(pool, inventory, leaving_hostvars)
 
     def set_pool(self, pool: Iterable[str], inventory: str | os.PathLike[str] | None = None,
+                 leaving_hostvars: Callable[[str, str], Mapping[str, Any]] | None = None,
                  ) -> None:
-        """The hosts runs may name from now on (after a new cluster file is read)."""
+        """The hosts runs may name from now on (after a new cluster file is read), and how to
+        reach a machine that left it (the new file's variables for its node type)."""
         self.pool = frozenset(pool)
         if inventory is not None:
             self.inventory = Path(inventory).resolve()
+        if leaving_hostvars is not None or inventory is not None:
+            self.leaving_hostvars = leaving_hostvars
+        self._leaving = {}
+
+    def reach(self, ip: str, node_type: str) -> bool:
+        """Let the next retire_workers run reach `ip`, gone from the inventory but still
+        running Ray. False when there is no way to (then it is never named in a run)."""
+        if ip in self.pool:
+            return True
+        if self.leaving_hostvars is None or not _SAFE_HOST.fullmatch(ip):
+            return False
+        try:
+            hostvars = dict(self.leaving_hostvars(ip, node_type))
+        except (KeyError, ValueError) as err:
+            raise PoolViolation(f"{ip}: cannot be reached to retire it: {err}") from err
+        self._leaving[ip] = hostvars
+        return True
 
     # ------------------------------------------------------------ starting
 
-    def _check(self, request_id: str, ips: tuple[str, ...]) -> None:
+    def _check(self, request_id: str, playbook: str, ips: tuple[str, ...]) -> None:
         if not _SAFE_HOST.fullmatch(request_id):
             raise ValueError(f"request id {request_id!r} is not a safe ident")
         if not ips:
             raise PoolViolation(f"run {request_id}: no hosts to act on")
         if len(set(ips)) != len(ips):
             raise PoolViolation(f"run {request_id}: a host is named twice in {', '.join(ips)}")
-        outside = [ip for ip in ips if ip not in self.pool or not _SAFE_HOST.fullmatch(ip)]
+        allowed = self.pool | (set(self._leaving) if playbook == self.retire_playbook else set())
+        outside = [ip for ip in ips if ip not in allowed or not _SAFE_HOST.fullmatch(ip)]
         if outside:
             raise PoolViolation(f"run {request_id}: refusing to act on {', '.join(outside)}: "
                                 "not a worker of the pool")
@@ -164,13 +190,17 @@ class AnsibleRunner:
         import ansible_runner
 
         ips = tuple(ips)
-        self._check(request_id, ips)
+        self._check(request_id, playbook, ips)
+        inventory: str | list[str] = str(self.inventory)
+        leaving = {ip: self._leaving[ip] for ip in ips if ip not in self.pool}
+        if leaving:
+            inventory = [inventory, str(self._leaving_inventory(request_id, leaving))]
         started = time.monotonic()
         ended: list[float] = []
         thread, runner = ansible_runner.run_async(
             private_data_dir=str(self.private_data_dir),
             playbook=playbook,
-            inventory=str(self.inventory),
+            inventory=inventory,
             limit=",".join(ips),
             ident=request_id,
             extravars=dict(extravars or {}),
@@ -186,6 +216,17 @@ class AnsibleRunner:
         with self._lock:
             self._active[request_id] = _Active(request_id, playbook, ips, thread, runner,
                                                started, ended)
+
+    def _leaving_inventory(self, request_id: str, hosts: Mapping[str, Mapping]) -> Path:
+        """An inventory of the machines that left the cluster file, for one run (JSON is
+        YAML): in ray_workers, as retire_workers requires."""
+        directory = self.private_data_dir / "leaving"
+        directory.mkdir(mode=0o700, exist_ok=True)
+        path = directory / f"{request_id}.yml"
+        data = {"all": {"children": {"ray_workers": {"hosts": {
+            ip: dict(hostvars) for ip, hostvars in hosts.items()}}}}}
+        path.write_text(json.dumps(data, indent=1, default=str), encoding="utf-8")
+        return path
 
     # ------------------------------------------------------------ watching
 
