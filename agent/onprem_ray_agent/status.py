@@ -102,17 +102,26 @@ def collect_status(store: StateStore, state_dir: Path,
 # ---------------------------------------------------------------- text
 
 
+def _span(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _clock(then: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(then))
+
+
 def _ago(then: float | None, now: float) -> str:
     if not then:
         return "-"
-    seconds = max(0.0, now - then)
-    if seconds < 120:
-        amount = f"{seconds:.0f} s"
-    elif seconds < 7200:
-        amount = f"{seconds / 60:.0f} min"
-    else:
-        amount = f"{seconds / 3600:.1f} h"
-    return f"{amount} ago ({time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(then))})"
+    return f"{_span(max(0.0, now - then))} ago ({_clock(then)})"
+
+
+def _in(then: float, now: float) -> str:
+    return f"in {_span(max(0.0, then - now))} ({_clock(then)})"
 
 
 def _indent(text: str, prefix: str = "      ") -> str:
@@ -145,8 +154,8 @@ def render(status: dict[str, Any], now: float) -> str:
         if m["reason"]:
             out.append(f"      why: {m['reason']}")
         if m["failures"]:
-            retry = (f", next attempt {_ago(m['next_attempt_at'], now)}"
-                     .replace(" ago", "") if m["next_attempt_at"] > now else "")
+            retry = (f", next attempt {_in(m['next_attempt_at'], now)}"
+                     if m["next_attempt_at"] > now else "")
             out.append(f"      failures in a row: {m['failures']}{retry}")
         if m["last_error"]:
             out.append("      last error:")
@@ -177,7 +186,8 @@ def render(status: dict[str, Any], now: float) -> str:
         if status["next_is_fresh"]:
             out.append("Next actions (decided now; nothing is done by status):")
         else:
-            out.append(f"Actions of the last iteration ({_ago(nxt.get('time'), now)}):")
+            age = _span(max(0.0, now - (nxt.get("time") or now)))
+            out.append(f"Actions of the last iteration ({age} ago; Ray was not asked now):")
         actions = decision.get("actions") or []
         out.extend(f"  {a['kind']} {', '.join(a['ips'])}: {a['reason']}" for a in actions)
         if not actions:

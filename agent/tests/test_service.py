@@ -177,7 +177,7 @@ def test_status_shows_machines_runs_and_the_next_actions(tmp_path, cluster_file,
     assert "10.0.1.1" in text and "failed" in text
     assert "Install Ray: pip: No matching distribution" in text
     assert f"{request_id}: add failed" in text
-    assert "Actions of the last iteration (" in text
+    assert "Actions of the last iteration (" in text and "Ray was not asked now" in text
     assert cli.main(["status", "--json", "--state-dir", str(state)]) == 0
     status = json.loads(capsys.readouterr().out)
     failed = next(m for m in status["machines"] if m["ip"] == CPU[0])
