@@ -8,6 +8,7 @@ leaves the cluster as it found it (head + every worker ALIVE) unless it says oth
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
@@ -54,10 +55,10 @@ class Cluster:
     def gcs(self) -> str:
         return f"{self.pool.head.ip}:{GCS_PORT}"
 
-    def playbook(self, name: str, *args: str, check: bool = True,
-                 timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    def playbook(self, name: str, *args: str, check: bool = True, timeout: float = 900,
+                 env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
         env = {**os.environ, "ANSIBLE_CONFIG": str(REPO_ROOT / "ansible.cfg"),
-               "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0"}
+               "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0", **(env or {})}
         argv = ["ansible-playbook", "-i", str(self.inventory or self.pool.inventory),
                 f"onprem.ray.{name}",
                 "-e", f"ray_wheelhouse_dir={self.wheelhouse}", *args]
@@ -208,6 +209,28 @@ def test_retire_drains_one_worker_and_add_brings_it_back(cluster: Cluster) -> No
     assert cluster.unit(leaving)["UnitFileState"] == "enabled"
 
 
+def test_the_head_runs_retire_and_add_itself_as_the_agent_will(cluster: Cluster) -> None:
+    """The agent acts from the head: with its unit's environment (Ansible's settings, the
+    collection copied there, Ray's venv with ansible-core) and the head's copy of the cluster
+    file, the login user retires and adds a worker over SSH with verified host keys."""
+    head = cluster.pool.head
+    unit = cluster.pool.ssh(head, "systemctl", "show", "onprem-ray-agent.service",
+                            "--property", "Environment").stdout.strip()
+    environment = unit.removeprefix("Environment=").split()
+    assert any(e.startswith("ANSIBLE_CONFIG=") for e in environment), unit
+    worker = cluster.pool.workers[0]
+    for name in ("retire_workers", "add_workers"):
+        result = cluster.pool.ssh(
+            head, "env", *environment, "ansible-playbook", "-i",
+            "/etc/onprem-ray/cluster.yml", f"onprem.ray.{name}", "--limit", worker.ip,
+            check=False, timeout=600)
+        assert result.returncode == 0, f"{name} on the head:\n{result.stdout[-5000:]}"
+        assert recap(result.stdout)[worker.ip]["failed"] == 0
+        if name == "retire_workers":
+            assert worker.ip not in cluster.alive_ips()
+    cluster.wait_alive(cluster.all_ips, timeout=60)
+
+
 def test_a_refused_drain_leaves_the_worker_running_and_says_why(cluster: Cluster) -> None:
     busy = cluster.pool.workers[0]
     # A task that holds a slot on `busy` for a while, driven from the head.
@@ -266,6 +289,47 @@ def test_a_failing_setup_command_names_host_step_and_output_and_stops_nothing(
     counts = recap(cluster.playbook("up", "-e", "ray_up_workers=all", "-e", good).stdout)
     assert all(c["changed"] == 0 for c in counts.values()), counts
     assert {m.ip: cluster.unit(m) for m in cluster.pool.machines} == before
+    # Leave the cluster as the other tests expect it: no setup commands.
+    cluster.playbook("up", "-e", "ray_up_workers=all")
+
+
+def test_an_unreachable_worker_is_reported_and_the_others_converge(
+        cluster: Cluster, tmp_path: Path) -> None:
+    missing = str(ipaddress.ip_network(cluster.pool.subnet).network_address + 99)
+    source = cluster.pool.inventory.read_text()
+    inventory = tmp_path / "cluster.yml"
+    inventory.write_text(source.replace("  worker_ips:\n", f"  worker_ips:\n    - {missing}\n", 1))
+    before = {m.ip: cluster.unit(m) for m in cluster.pool.machines}
+    broken = Cluster(pool=cluster.pool, wheelhouse=cluster.wheelhouse, inventory=inventory)
+    result = broken.playbook("up", "-e", "ray_up_workers=all", check=False)
+    assert result.returncode != 0
+    counts = recap(result.stdout)
+    assert counts[missing]["unreachable"] == 1, counts
+    # The others converge (only the head's copy of the cluster file changes: it now lists one
+    # more worker) and nothing restarts.
+    assert all(c["failed"] == 0 and c["unreachable"] == 0
+               for ip, c in counts.items() if ip != missing), counts
+    assert all(c["changed"] == 0 for ip, c in counts.items()
+               if ip not in (missing, cluster.pool.head.ip)), counts
+    assert f"[{missing}]" in result.stdout and "Preflight | probe the machine" in result.stdout
+    assert {m.ip: cluster.unit(m) for m in cluster.pool.machines} == before
+
+
+def test_a_wrong_key_is_reported_and_nothing_running_is_stopped(
+        cluster: Cluster, tmp_path: Path) -> None:
+    worker = cluster.pool.workers[0]
+    wrong = tmp_path / "wrong_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(wrong)], check=True)
+    before = {m.ip: cluster.unit(m) for m in cluster.pool.machines}
+    # Fresh SSH connections: a ControlPersist master of an earlier run would not ask for a key.
+    result = cluster.playbook("add_workers", "--limit", worker.ip,
+                              "-e", f"ansible_ssh_private_key_file={wrong}", check=False,
+                              env={"ANSIBLE_SSH_CONTROL_PATH_DIR": str(tmp_path / "cp")})
+    assert result.returncode != 0
+    assert recap(result.stdout)[worker.ip]["unreachable"] == 1
+    assert "Permission denied" in result.stdout
+    assert {m.ip: cluster.unit(m) for m in cluster.pool.machines} == before
+    assert cluster.alive_ips() == cluster.all_ips
 
 
 def test_down_stops_ray_everywhere_and_leaves_no_units(cluster: Cluster) -> None:
@@ -275,5 +339,5 @@ def test_down_stops_ray_everywhere_and_leaves_no_units(cluster: Cluster) -> None
             machine, "sh", "-c",
             "systemctl list-unit-files 'onprem-ray*' --no-legend; "
             "ls /etc/systemd/system | grep onprem; ls -d /etc/ray /var/lib/onprem-ray; "
-            "pgrep -u ray -f raylet", check=False).stdout
+            "ls /etc/profile.d | grep onprem; pgrep -u ray -f raylet", check=False).stdout
         assert leftover.strip() == "", (machine.ip, leftover)

@@ -125,6 +125,30 @@ def tree_hash(root: str) -> str | None:
     return digest.hexdigest()
 
 
+def collection_dir(name: str) -> str | None:
+    """The directory of collection `name` (namespace.name) on the controller: in Ansible's
+    collections path, else on Python's path (collections installed with pip's `ansible`)."""
+    from ansible import constants  # the controller only
+
+    namespace, _, collection = name.partition(".")
+    for root in [*constants.COLLECTIONS_PATHS, *sys.path]:
+        path = os.path.join(os.path.expanduser(root), "ansible_collections", namespace, collection)
+        if os.path.isdir(path):
+            return os.path.realpath(path)
+    return None
+
+
+def agent_sources(args: dict) -> list[dict]:
+    """The trees the head's agent runs from, on the controller: its package, the parts of this
+    collection, the other collections; each with its source directory (None: not found) and
+    tree hash, in the order of the head role's head__agent_tree_dests."""
+    sources = [args["agent"]]
+    sources += [os.path.join(args["collection"], part) for part in args["parts"]]
+    sources += [collection_dir(name) for name in args["collections"]]
+    return [{"src": src and os.path.realpath(src), "hash": src and tree_hash(src)}
+            for src in sources]
+
+
 def _name(lookup, ident: int) -> str:
     try:
         return lookup(ident)[0]
@@ -383,8 +407,8 @@ def drain(args: dict) -> dict:
 
 def main() -> None:
     command = sys.argv[1] if len(sys.argv) > 1 else ""
-    if command == "tree-hash":  # on the controller, for comparison with the probe's answer
-        print(tree_hash(sys.argv[2]) or "")
+    if command == "agent-sources":  # on the controller, for comparison with the probe's trees
+        print(json.dumps(agent_sources(json.loads(sys.argv[2]))))
         return
     args = json.loads(sys.argv[2]) if len(sys.argv) > 2 else {}
     handlers = {"probe": probe, "apply": apply, "wait": wait, "drain": drain}
