@@ -160,3 +160,44 @@ def test_an_unreachable_gcs_is_reported_not_hung() -> None:
     with pytest.raises(RayUnavailable, match=address):
         GcsRayState(address, timeout_s=2).snapshot()
     assert time.monotonic() - started < 30
+
+
+def test_the_agent_decides_on_a_real_snapshot(ray_head, tmp_path) -> None:
+    """Ray's snapshot -> demand -> decision, dry: two 4-CPU actors the 2-CPU head cannot
+    hold make the agent plan two 4-CPU workers, and nothing is acted on."""
+    from onprem_ray_agent.loop import Agent
+    from onprem_ray_agent.model import ActionKind, Config, NodeType
+    from onprem_ray_agent.store import StateStore
+
+    workers = ("10.0.1.1", "10.0.1.2", "10.0.1.3")
+    # the address Ray reports for the head (not necessarily the one it was started with)
+    (head,) = [n for n in GcsRayState(ray_head["address"]).snapshot().nodes if n.is_head]
+    config = Config(head_ip=head.ip, upscaling_speed=2.0,
+                    node_types=(NodeType("cpu", workers, {"CPU": 4.0}),))
+    _driver(ray_head, """
+        @ray.remote(num_cpus=4)
+        class Big:
+            pass
+
+        keep = [Big.options(name=f"dry{i}", lifetime="detached").remote() for i in range(2)]
+    """)
+    store = StateStore.open(tmp_path / "state.db")
+    try:
+        agent = Agent(config, store, GcsRayState(ray_head["address"]), None, dry_run=True)
+        deadline = time.monotonic() + 30
+        while True:
+            report = agent.iterate(time.time())
+            adds = [a for a in report.acted if a.kind == ActionKind.ADD]
+            if adds:
+                break
+            assert time.monotonic() < deadline, f"no add planned: {report}"
+            time.sleep(0.5)
+        assert [a.ips for a in adds] == [workers[:2]]
+        assert "2 pending {'CPU': 4} bundles fit on type cpu" in adds[0].reason
+        assert store.machines() == {} and store.runs() == []
+    finally:
+        store.close()
+        _driver(ray_head, """
+            for i in range(2):
+                ray.kill(ray.get_actor(f"dry{i}"))
+        """)
