@@ -186,6 +186,8 @@ def test_ansible_environment_finds_a_checkout_and_an_installed_collection(tmp_pa
     installed.mkdir(parents=True)
     env = ansible_environment(installed, {"PATH": str(Path(sys.executable).parent)})
     assert env == {"ANSIBLE_COLLECTIONS_PATH": str(tmp_path / "colls")}
+    head = {"PATH": str(Path(sys.executable).parent), "ANSIBLE_CONFIG": "/etc/onprem-ray/a.cfg"}
+    assert ansible_environment(installed, head) == {}  # the head's ansible.cfg decides
     assert ansible_environment(checkout, {"ANSIBLE_CONFIG": "/etc/a.cfg", "PATH": ""}).get(
         "ANSIBLE_CONFIG") is None
 

@@ -91,8 +91,9 @@ def ansible_environment(collection_dir: Path, environ: Mapping[str, str]) -> dic
     if "ANSIBLE_CONFIG" not in environ and (collection_dir / "ansible.cfg").is_file():
         env["ANSIBLE_CONFIG"] = str(collection_dir / "ansible.cfg")
     parts = collection_dir.parts
+    # An ansible.cfg given (the head's) says where the collections are: it is not overridden.
     if (len(parts) > 3 and parts[-3] == "ansible_collections"
-            and "ANSIBLE_COLLECTIONS_PATH" not in environ):
+            and not {"ANSIBLE_COLLECTIONS_PATH", "ANSIBLE_CONFIG"} & set(environ)):
         env["ANSIBLE_COLLECTIONS_PATH"] = str(collection_dir.parents[2])
     bin_dir = str(Path(sys.executable).parent)
     path = environ.get("PATH", os.defpath)
