@@ -388,6 +388,11 @@ class _ScaleUp:
             machine = self.d.current.get(ip)
             if machine is not None and machine.node_type not in learned:
                 learned[machine.node_type] = self.d.alive[ip].total
+        # The head is a machine of its type too (Ray's local provider: one type for all), so a
+        # pool whose workers are all stopped still knows what a worker offers.
+        head_type = self.config.head_node_type
+        if head_type and head_type not in learned and self.d.head_alive:
+            learned[head_type] = self.d.alive[self.d.head].total
         return {t.name: (dict(t.resources) if t.resources else learned.get(t.name))
                 for t in self.config.node_types}
 

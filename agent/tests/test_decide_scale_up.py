@@ -243,6 +243,14 @@ def test_a_type_without_known_resources_is_waited_for_not_declared_infeasible() 
     assert any("declares no resources" in n for n in decision.notes)
 
 
+def test_a_type_without_declared_resources_learns_them_from_a_head_of_that_type() -> None:
+    # Ray's local provider: head and workers are one type, nothing declared, no worker running.
+    cfg = config(NodeType("local", (ip("cpu", 1), ip("cpu", 2))), head_node_type="local")
+    head = ray_node(HEAD, total={"CPU": 2}, available={"CPU": 0})
+    decision = run(cfg, [], DemandSnapshot(pending=(bundles({"CPU": 1}, 3),), nodes=(head,)))
+    assert added(decision) == {"local": (ip("cpu", 1), ip("cpu", 2))}
+
+
 def test_an_infeasible_constraint_is_reported_as_such() -> None:
     decision = run(CPU, [], snapshot(constraints=[bundles({"GPU": 2})]))
     assert [(i.kind, i.demand) for i in decision.infeasible] == [

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.test_playbooks_cluster import Cluster, recap
+from tests.cluster import Cluster, recap
 from tests.pool import pool as pools
 from tests.pool.wheelhouse import ensure_wheelhouse
 
