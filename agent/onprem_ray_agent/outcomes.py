@@ -5,9 +5,9 @@ one is told apart; a host that got through stays joining until Ray lists it ALIV
 decision sees. retire_workers drains through the GCS, then stops Ray: a success is drained then
 retired (spare again); a failure before Ray was stopped leaves the node running, so it is active
 again; a failure while stopping it, or an unreachable host, has failed. A host the run gave no
-result for (canceled, timed out, lost with a killed agent) is left for the decision to sort out
-against Ray: joining ones to Ray's node list or the provision timeout, draining ones back to
-active.
+result for (canceled, timed out, lost with a killed agent) has failed an add (a spare is
+tried instead; if Ray lists it ALIVE after all it is adopted), and is active again after a
+retire, until Ray says otherwise.
 """
 
 from __future__ import annotations
@@ -44,7 +44,13 @@ def steps(kind: str, ip: str, result: RunResult) -> tuple[Step, ...]:
             return (Step(Event.ADD_FAILED, f"add_workers failed ({run})", error),)
         if outcome == UNREACHABLE:
             return (Step(Event.UNREACHABLE, f"unreachable over SSH ({run})", error),)
-        return ()  # ok, or no result: joining until Ray lists it ALIVE or the timeout
+        if outcome == OK:
+            return ()  # joining until Ray lists it ALIVE, or the provision timeout
+        # No result (canceled, timed out, or lost with a killed agent): Ray may never have been
+        # started there. Failed now, tried again after its backoff, rather than held for the
+        # whole provision timeout; one that did join is adopted when Ray lists it ALIVE.
+        return (Step(Event.ADD_FAILED, f"add_workers {run} ended {result.status} before a "
+                     "result for this host"),)
     if kind != ActionKind.RETIRE:
         return ()
     drained = Step(Event.DRAINED, f"drained ({run})")
