@@ -29,7 +29,7 @@ lint: ## ansible-lint (production profile), ruff, yamllint
 unit: setup ## the tests that need neither Docker nor a Ray head
 	@$(BIN)/python -m pytest -m 'not pool and not molecule and not e2e and not ray'
 
-demo: setup ## bring up a local pool and a Ray cluster on it, and run a job
+demo: setup ## a local pool, a Ray cluster on it, a job that makes the agent scale it
 	@scripts/demo
 
 pool-up: setup ## create the local pool POOL (default demo) with MACHINES machines

@@ -36,8 +36,7 @@ pytestmark = [pytest.mark.pool, pytest.mark.e2e]
 IDLE_TIMEOUT_MINUTES = 0.25
 HEAD_CLUSTER_FILE = "/etc/onprem-ray/cluster.yml"
 STATE_DIR = "/var/lib/onprem-ray/agent"
-AGENT = ["env", "PYTHONPATH=/opt/ray/agent", "/opt/ray/venv/bin/python", "-m",
-         "onprem_ray_agent.cli"]
+AGENT = ["onprem-ray-agent"]  # the head role's command line for operators
 RAY_USER = ["sudo", "-u", "ray", "env", "RAY_AUTH_MODE=token",
             "RAY_AUTH_TOKEN_PATH=/etc/ray/auth_token", "/opt/ray/venv/bin/python", "-c"]
 # Detached actors of one CPU each, named holder-<i> in namespace e2e.

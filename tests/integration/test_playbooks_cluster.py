@@ -258,5 +258,6 @@ def test_down_stops_ray_everywhere_and_leaves_no_units(cluster: Cluster) -> None
             machine, "sh", "-c",
             "systemctl list-unit-files 'onprem-ray*' --no-legend; "
             "ls /etc/systemd/system | grep onprem; ls -d /etc/ray /var/lib/onprem-ray; "
-            "ls /etc/profile.d | grep onprem; pgrep -u ray -f raylet", check=False).stdout
+            "ls /etc/profile.d /usr/local/bin | grep onprem; pgrep -u ray -f raylet",
+            check=False).stdout
         assert leftover.strip() == "", (machine.ip, leftover)
