@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import sys
 import time
@@ -151,7 +152,7 @@ def cycle(head: Head, n: int, idle_s: float) -> dict[str, float]:
     demand = float(head.python(ACTOR, f"cycle-{n}", "1", "0").split()[0])
     decided, line = logged(head, demand, "add_requested")
     request_id = line.split("[run ")[1].rstrip("]")
-    ip = line.split()[1]
+    ip = re.search(r"\badd (\S+) \(add_requested\)", line).group(1)
     wait_for(f"{ip} ALIVE", lambda: ip in head.workers(), 180)
     events = wait_for("the add run's events",
                       lambda: (lambda ev: ev if any(e == "playbook_on_stats" for e, _, _ in ev)
@@ -204,6 +205,11 @@ def peer(pool: pools.Pool, wait_s: float) -> float:
             wait_for("a peer worker ALIVE", workers, wait_s, step=2)
             return time.time() - demand
         except RuntimeError:
+            # Show that the demand was there, and what Ray's autoscaler made of it.
+            status = pool.ssh(pool.head, "env", *NO_TOKEN_ENV, "/opt/ray/venv/bin/ray",
+                              "status", "--address", gcs, check=False, timeout=60).stdout
+            print("  peer: no worker; ray status said:\n" + "\n".join(
+                f"    {line}" for line in status.splitlines() if line.strip()), flush=True)
             return float("inf")
     finally:
         stop_peer(pool, config)

@@ -138,15 +138,27 @@ def collection_dir(name: str) -> str | None:
     return None
 
 
-def agent_sources(args: dict) -> list[dict]:
+def agent_sources(args: dict) -> dict:
     """The trees the head's agent runs from, on the controller: its package, the parts of this
     collection, the other collections; each with its source directory (None: not found) and
-    tree hash, in the order of the head role's head__agent_tree_dests."""
+    tree hash, in the order of the head role's head__agent_tree_dests. Also a staging directory
+    of symbolic links laid out as on the head (args["layout"]: each tree's path there), so
+    that one rsync (following the links) copies them all."""
     sources = [args["agent"]]
     sources += [os.path.join(args["collection"], part) for part in args["parts"]]
     sources += [collection_dir(name) for name in args["collections"]]
-    return [{"src": src and os.path.realpath(src), "hash": src and tree_hash(src)}
-            for src in sources]
+    trees = [{"src": src and os.path.realpath(src), "hash": src and tree_hash(src)}
+             for src in sources]
+    key = hashlib.sha256(json.dumps([args, trees], sort_keys=True).encode()).hexdigest()[:16]
+    stage = os.path.join(os.path.expanduser("~/.cache/onprem-ray/agent-stage"), key)
+    if all(tree["src"] for tree in trees) and not os.path.isdir(stage):
+        building = f"{stage}.{os.getpid()}"
+        for tree, relative in zip(trees, args["layout"], strict=True):
+            link = os.path.join(building, relative)
+            os.makedirs(os.path.dirname(link), exist_ok=True)
+            os.symlink(tree["src"], link)
+        os.rename(building, stage)
+    return {"stage": stage, "trees": trees}
 
 
 def _name(lookup, ident: int) -> str:
