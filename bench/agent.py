@@ -86,7 +86,7 @@ for path in glob.glob(os.path.join(sys.argv[1], "job_events", "*.json")):
                  event.get("created", "")))
 print(json.dumps([row[1:] for row in sorted(rows)]))
 """
-START_TASK = "Ray | running and enabled at boot"
+START_TASK = "Ray | start script, systemd unit and token; started and enabled"
 ALIVE_TASK = "Ray | wait until this node is ALIVE in Ray"
 DRAIN_TASK = "Retire | drain the node"
 

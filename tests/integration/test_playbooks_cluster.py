@@ -25,6 +25,9 @@ from tests.pool.wheelhouse import ensure_wheelhouse
 
 pytestmark = pytest.mark.pool
 
+START_SCRIPT = "/etc/ray/start-ray.sh"
+POOL_KEY = "~/.ssh/onprem_ray_pool_key"
+
 @pytest.fixture(scope="module")
 def cluster(pool: pools.Pool) -> Iterator[Cluster]:
     assert len(pool.workers) >= 3, "these tests need a head and 3 workers (POOL_MACHINES=4)"
@@ -97,6 +100,50 @@ def test_check_diff_on_the_converged_cluster_changes_nothing(cluster: Cluster) -
     result = cluster.playbook("up", "-e", "ray_up_workers=all", "--check", "--diff")
     assert all(c["changed"] == 0 and c["failed"] == 0 for c in recap(result.stdout).values())
     assert {m.ip: cluster.unit(m) for m in cluster.pool.machines} == before
+    assert cluster.alive_ips() == cluster.all_ips
+
+
+def test_secrets_never_reach_the_output_even_at_vvv(cluster: Cluster) -> None:
+    """The worker's token copy and the head's key to the workers are rewritten, at -vvv."""
+    head, worker = cluster.pool.head, cluster.pool.workers[0]
+    token = cluster.pool.ssh(head, "sudo", "cat", AUTH_FILE).stdout.strip()
+    key_body = "".join(cluster.pool.private_key.read_text().splitlines()[1:-1])
+    assert len(token) == 64 and len(key_body) > 100
+    cluster.pool.ssh(worker, "sudo", "rm", AUTH_FILE)
+    cluster.pool.ssh(head, "sh", "-c", f"rm {POOL_KEY}")
+    result = cluster.playbook("up", "-e", "ray_up_workers=all", "-vvv")
+    output = result.stdout + result.stderr
+    for secret in (token, token[:16], key_body[:40], key_body[-40:]):
+        assert secret not in output
+    counts = recap(result.stdout)
+    assert counts[worker.ip]["changed"] > 0 and counts[head.ip]["changed"] > 0, counts
+    assert cluster.pool.ssh(worker, "sudo", "cat", AUTH_FILE).stdout.strip() == token
+    assert cluster.pool.ssh(head, "sh", "-c", f"stat -c %a {POOL_KEY}").stdout.strip() == "600"
+    cluster.wait_alive(cluster.all_ips)
+
+
+def test_a_failed_write_of_secret_files_names_host_step_and_cause(cluster: Cluster) -> None:
+    """The token's helper call runs with no_log; its error is still reported, without it."""
+    worker = cluster.pool.workers[1]
+    before = {m.ip: cluster.unit(m) for m in cluster.pool.machines}
+    # A directory where the start script goes: the helper cannot write it.
+    cluster.pool.ssh(worker, "sudo", "sh", "-c",
+                     f"mv {START_SCRIPT} {START_SCRIPT}.kept && mkdir {START_SCRIPT}")
+    try:
+        result = cluster.playbook("up", "-e", "ray_up_workers=all", check=False)
+    finally:
+        cluster.pool.ssh(worker, "sudo", "sh", "-c",
+                         f"rmdir {START_SCRIPT} && mv {START_SCRIPT}.kept {START_SCRIPT}")
+    assert result.returncode != 0
+    counts = recap(result.stdout)
+    assert counts[worker.ip]["failed"] == 1
+    assert all(c["failed"] == 0 for ip, c in counts.items() if ip != worker.ip), counts
+    failure = result.stdout[result.stdout.index(f"fatal: [{worker.ip}]"):]
+    assert "Ray | the start script and unit were written and Ray started" in result.stdout
+    assert f"{worker.ip}: {START_SCRIPT}: IsADirectoryError" in failure, failure[:2000]
+    assert {m.ip: cluster.unit(m) for m in cluster.pool.machines} == before
+    counts = recap(cluster.playbook("up", "-e", "ray_up_workers=all").stdout)
+    assert all(c["changed"] == 0 for c in counts.values()), counts
     assert cluster.alive_ips() == cluster.all_ips
 
 

@@ -7,6 +7,7 @@ Run by the roles with `python3 -c <this file> <command> <json arguments>`:
             before Ray exists.
     apply   ensure a list of files and directories (content, owner, group, mode) in one
             round trip, each only when it differs, atomically; the list comes on stdin.
+            Reloads systemd when a unit file changed, and starts the units it is asked to.
     wait    poll the head's GCS until this node is ALIVE in Ray (or a deadline passes).
     drain   ask the head's GCS to drain this node, then wait until Ray reports it gone
             (or a deadline passes). A refused drain is an error that says Ray's reason.
@@ -215,6 +216,8 @@ def probe(args: dict) -> dict:
         "host_key": " ".join(host_key.split()[:2]),
         "known_hosts": (known or "").splitlines(),
         "trees": {path: tree_hash(path) for path in args.get("trees", [])},
+        # Contents the caller needs (the cluster token for a worker); it runs with no_log.
+        "secrets": {path: _read(path) for path in args.get("secrets", [])},
     }
 
 
@@ -303,17 +306,41 @@ def _ensure(entry: dict, check: bool) -> bool:
     return True
 
 
+def _systemctl(*argv: str) -> None:
+    result = subprocess.run(["systemctl", *argv], capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        fail(f"systemctl {' '.join(argv)} failed ({result.returncode}): "
+             f"{(result.stderr or result.stdout).strip()}")
+
+
 def apply(args: dict) -> dict:
-    """Ensure the entries read from stdin ({"entries": [...]}); args: {"check": bool}."""
-    entries = json.load(sys.stdin)["entries"]
+    """Ensure the entries read from stdin ({"entries": [...], "start": [unit, ...]}).
+
+    Systemd reloads its units when a changed entry is a unit file, and each unit of "start"
+    is enabled and started unless it already runs enabled: a file change, a start and the
+    reload cost one round trip. Restarts are not done here (the roles' handlers do them).
+    Entries may hold secrets: nothing of an entry but its path is ever printed.
+    args: {"check": bool}.
+    """
+    request = json.load(sys.stdin)
+    check = bool(args.get("check"))
     changed = []
-    for entry in entries:
+    for entry in request["entries"]:
         try:
-            if _ensure(entry, bool(args.get("check"))):
+            if _ensure(entry, check):
                 changed.append(entry["path"])
         except (OSError, KeyError) as err:
             fail(f"{entry.get('path')}: {type(err).__name__}: {err}", changed_paths=changed)
-    return {"changed": bool(changed), "changed_paths": changed}
+    reloaded = any(path.endswith(".service") for path in changed)
+    if reloaded and not check:
+        _systemctl("daemon-reload")
+    started = [unit for unit in request.get("start", [])
+               if _unit(unit) != {"active": True, "enabled": True}]
+    for unit in started:
+        if not check:
+            _systemctl("enable", "--now", unit)
+    return {"changed": bool(changed or started), "changed_paths": changed, "reloaded": reloaded,
+            "started": started}
 
 
 def _gcs(address: str, timeout: float):
