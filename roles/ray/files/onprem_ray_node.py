@@ -159,7 +159,22 @@ def agent_sources(args: dict) -> dict:
             os.makedirs(os.path.dirname(link), exist_ok=True)
             os.symlink(tree["src"], link)
         os.rename(building, stage)
+        _prune_stages(os.path.dirname(stage), keep=stage)
+    elif os.path.isdir(stage):
+        os.utime(stage)  # in use: not pruned for another day
     return {"stage": stage, "trees": trees}
+
+
+def _prune_stages(parent: str, keep: str, max_age_s: float = 86400) -> None:
+    """Remove staging directories of other contents not used for a day (links only: cheap to
+    make again); a run of another checkout may still be using a recent one."""
+    now = time.time()
+    for entry in os.scandir(parent):
+        try:
+            if entry.path != keep and now - entry.stat(follow_symlinks=False).st_mtime > max_age_s:
+                shutil.rmtree(entry.path)
+        except OSError:
+            pass  # gone already, or in use: the next run tries again
 
 
 def _name(lookup, ident: int) -> str:
