@@ -80,11 +80,22 @@ def check(store: StateStore, runner: FakeRunner, now: float) -> None:
                 f"{machine.ip} joining for {now - machine.since:.0f} s"
 
 
-def drive(tmp_path, kill_at: int | None, where: str) -> tuple[StateStore, Cluster]:
-    """A burst of demand for two machines, then none; the agent killed at one iteration."""
+def started(tmp_path) -> tuple[Cluster, StateStore, Agent]:
     cluster = Cluster()
     store = StateStore.open(tmp_path / "state.db")
-    agent = Agent(CONFIG, store, cluster.ray, cluster.runner)
+    return cluster, store, Agent(CONFIG, store, cluster.ray, cluster.runner)
+
+
+def restarted(tmp_path, store: StateStore, cluster: Cluster) -> tuple[StateStore, Agent]:
+    """The agent's process died (its store closes with it); a new one opens the same store."""
+    store.close()
+    store = StateStore.open(tmp_path / "state.db")
+    return store, Agent(CONFIG, store, cluster.ray, cluster.new_runner())
+
+
+def drive(tmp_path, kill_at: int | None, where: str) -> tuple[StateStore, Cluster]:
+    """A burst of demand for two machines, then none; the agent killed at one iteration."""
+    cluster, store, agent = started(tmp_path)
     for index in range(120):
         now = NOW + index * STEP_S
         busy = index < 12
@@ -97,10 +108,7 @@ def drive(tmp_path, kill_at: int | None, where: str) -> tuple[StateStore, Cluste
         with contextlib.suppress(Killed):
             agent.iterate(now)
         if index == kill_at:
-            store.close()  # the process is gone: nothing of `agent` runs again
-            del agent
-            store = StateStore.open(tmp_path / "state.db")
-            agent = Agent(CONFIG, store, cluster.ray, cluster.new_runner())
+            store, agent = restarted(tmp_path, store, cluster)  # nothing of the old one runs
             agent.reconcile(now)
         check(store, cluster.runner, now)
     return store, cluster
@@ -135,20 +143,15 @@ def test_a_second_agent_on_the_same_store_is_refused(tmp_path):
 
 
 def test_a_run_that_ended_while_no_agent_watched_is_read_back(tmp_path):
-    cluster = Cluster()
-    store = StateStore.open(tmp_path / "state.db")
-    agent = Agent(CONFIG, store, cluster.ray, cluster.runner)
+    cluster, store, agent = started(tmp_path)
     cluster.ray.want(2, CPU=4)
     agent.iterate(NOW)
     run = cluster.runner.last()
     # the playbook ends (one host failed) after the agent died, before it could poll
     cluster.runner.finish(run.request_id, "failed", hosts={CPU[0]: OK, CPU[1]: "failed"},
                           errors={CPU[1]: "Install Ray: no space left on device"})
-    store.close()
-    del agent
-    store = StateStore.open(tmp_path / "state.db")
+    store, agent = restarted(tmp_path, store, cluster)
     try:
-        agent = Agent(CONFIG, store, cluster.ray, cluster.new_runner())
         (result,) = agent.reconcile(NOW + 30)
         assert result.status == "failed"
         assert store.run(run.request_id).outcome == "failed"
@@ -164,18 +167,13 @@ def test_a_run_that_ended_while_no_agent_watched_is_read_back(tmp_path):
 
 
 def test_an_add_lost_with_the_agent_fails_the_machines_ray_does_not_list(tmp_path):
-    cluster = Cluster()
-    store = StateStore.open(tmp_path / "state.db")
-    agent = Agent(CONFIG, store, cluster.ray, cluster.runner)
+    cluster, store, agent = started(tmp_path)
     cluster.ray.want(2, CPU=4)
     agent.iterate(NOW)
     run = cluster.runner.last()
-    store.close()
-    del agent
+    store, agent = restarted(tmp_path, store, cluster)
     cluster.ray.alive("cpu", 1, busy=True)  # the playbook got that far on one machine
-    store = StateStore.open(tmp_path / "state.db")
     try:
-        agent = Agent(CONFIG, store, cluster.ray, cluster.new_runner())
         (result,) = agent.reconcile(NOW + 20)
         assert result.status == "lost"
         assert store.run(run.request_id).outcome == "lost"
@@ -192,20 +190,15 @@ def test_an_add_lost_with_the_agent_fails_the_machines_ray_does_not_list(tmp_pat
 
 
 def test_a_retire_lost_with_the_agent_puts_the_machine_back_to_active(tmp_path):
-    cluster = Cluster()
-    store = StateStore.open(tmp_path / "state.db")
-    agent = Agent(CONFIG, store, cluster.ray, cluster.runner)
+    cluster, store, agent = started(tmp_path)
     agent.iterate(NOW)
     store.put(store.machine(CPU[0]).__class__(ip=CPU[0], node_type="cpu", state=S.ACTIVE,
                                               since=NOW))
     cluster.ray.alive("cpu", 1, idle_s=120)
     agent.iterate(NOW + 5)
     assert store.machine(CPU[0]).state == S.DRAINING
-    store.close()
-    del agent
-    store = StateStore.open(tmp_path / "state.db")
+    store, agent = restarted(tmp_path, store, cluster)
     try:
-        agent = Agent(CONFIG, store, cluster.ray, cluster.new_runner())
         agent.reconcile(NOW + 10)
         machine = store.machine(CPU[0])
         assert machine.state == S.ACTIVE

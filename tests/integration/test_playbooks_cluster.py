@@ -28,6 +28,15 @@ pytestmark = pytest.mark.pool
 START_SCRIPT = "/etc/ray/start-ray.sh"
 POOL_KEY = "~/.ssh/onprem_ray_pool_key"
 
+def failed_only_on(result: subprocess.CompletedProcess[str], ip: str) -> str:
+    """The run failed on `ip` and on no other host; the output from its failure on."""
+    assert result.returncode != 0
+    counts = recap(result.stdout)
+    assert counts[ip]["failed"] == 1
+    assert all(c["failed"] == 0 for other, c in counts.items() if other != ip), counts
+    return result.stdout[result.stdout.index(f"fatal: [{ip}]"):]
+
+
 @pytest.fixture(scope="module")
 def cluster(pool: pools.Pool) -> Iterator[Cluster]:
     assert len(pool.workers) >= 3, "these tests need a head and 3 workers (POOL_MACHINES=4)"
@@ -134,11 +143,7 @@ def test_a_failed_write_of_secret_files_names_host_step_and_cause(cluster: Clust
     finally:
         cluster.pool.ssh(worker, "sudo", "sh", "-c",
                          f"rmdir {START_SCRIPT} && mv {START_SCRIPT}.kept {START_SCRIPT}")
-    assert result.returncode != 0
-    counts = recap(result.stdout)
-    assert counts[worker.ip]["failed"] == 1
-    assert all(c["failed"] == 0 for ip, c in counts.items() if ip != worker.ip), counts
-    failure = result.stdout[result.stdout.index(f"fatal: [{worker.ip}]"):]
+    failure = failed_only_on(result, worker.ip)
     assert "Ray | the start script and unit were written and Ray started" in result.stdout
     assert f"{worker.ip}: {START_SCRIPT}: IsADirectoryError" in failure, failure[:2000]
     assert {m.ip: cluster.unit(m) for m in cluster.pool.machines} == before
@@ -239,11 +244,7 @@ def test_a_failing_setup_command_names_host_step_and_output_and_stops_nothing(
         f"if [ \"$(hostname -I | tr -d ' ')\" = {bad.ip} ]; then echo disk full >&2; exit 3; fi",
     ]})
     result = cluster.playbook("up", "-e", "ray_up_workers=all", "-e", commands, check=False)
-    assert result.returncode != 0
-    counts = recap(result.stdout)
-    assert counts[bad.ip]["failed"] == 1
-    assert all(c["failed"] == 0 for ip, c in counts.items() if ip != bad.ip), counts
-    failure = result.stdout[result.stdout.index(f"fatal: [{bad.ip}]"):]
+    failure = failed_only_on(result, bad.ip)
     assert "Commands | run setup_commands" in result.stdout
     assert "disk full" in failure and "command failed with exit code 3" in failure
     assert {m.ip: cluster.unit(m) for m in cluster.pool.machines} == before
