@@ -282,6 +282,32 @@ def test_an_unreachable_worker_is_reported_and_the_others_converge(
     assert {m.ip: cluster.unit(m) for m in cluster.pool.machines} == before
 
 
+def test_an_unreachable_head_is_named_by_the_workers_and_nothing_changes(
+        cluster: Cluster, tmp_path: Path) -> None:
+    # add_workers (the agent's playbook) reaches the head only through the workers' probe of it.
+    missing = str(ipaddress.ip_network(cluster.pool.subnet).network_address + 98)
+    source = cluster.pool.inventory.read_text()
+    inventory = tmp_path / "cluster.yml"
+    inventory.write_text(source.replace(f"head_ip: {cluster.pool.head.ip}", f"head_ip: {missing}"))
+    assert inventory.read_text() != source
+    workers = cluster.pool.workers[:2]
+    before = {m.ip: cluster.unit(m) for m in cluster.pool.machines}
+    broken = Cluster(pool=cluster.pool, wheelhouse=cluster.wheelhouse, inventory=inventory)
+    result = broken.playbook("add_workers", "--limit", ",".join(w.ip for w in workers),
+                             check=False)
+    assert result.returncode != 0
+    counts = recap(result.stdout)
+    assert set(counts) == {w.ip for w in workers}, counts
+    assert all(c["changed"] == 0 for c in counts.values()), counts
+    # Ansible stops the play at a run_once task whose host is unreachable: the first worker
+    # reports it, with the head's address and SSH's reason.
+    failure = result.stdout[result.stdout.index("Preflight | probe the head"):]
+    assert f"fatal: [{workers[0].ip} -> {missing}]: UNREACHABLE!" in failure
+    assert f"connect to host {missing} port 22" in failure
+    assert {m.ip: cluster.unit(m) for m in cluster.pool.machines} == before
+    assert cluster.alive_ips() == cluster.all_ips
+
+
 def test_a_wrong_key_is_reported_and_nothing_running_is_stopped(
         cluster: Cluster, tmp_path: Path) -> None:
     worker = cluster.pool.workers[0]

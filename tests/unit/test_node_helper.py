@@ -3,6 +3,7 @@ subprocess with JSON arguments, entries on stdin, one JSON answer on stdout."""
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import os
@@ -72,14 +73,17 @@ def test_a_failed_entry_names_the_path_and_cause_not_the_content(tmp_path: Path)
     assert SECRET not in output
 
 
-def test_probe_reads_the_secrets_it_is_asked_for_and_stats_files(tmp_path: Path) -> None:
+def test_probe_reports_files_users_and_units(tmp_path: Path) -> None:
     token = tmp_path / "auth_token"
     token.write_text(SECRET)
-    rc, answer, _ = run("probe", {"files": [str(token)], "secrets": [str(token),
-                                                                     str(tmp_path / "none")]})
-    assert rc == 0
-    assert answer["secrets"] == {str(token): SECRET, str(tmp_path / "none"): None}
-    assert answer["files"][str(token)]["exists"] is True
+    rc, answer, output = run("probe", {"files": [str(token), str(tmp_path / "none")],
+                                       "users": ["root"]})
+    assert rc == 0 and SECRET not in output
+    found = answer["files"][str(token)]
+    assert found["exists"] is True and found["isdir"] is False
+    assert found["sha1"] == hashlib.sha1(SECRET.encode()).hexdigest()  # noqa: S324
+    assert answer["files"][str(tmp_path / "none")]["exists"] is False
+    assert answer["users"]["root"]["exists"] is True
 
 
 def test_old_staging_directories_of_other_contents_are_pruned(tmp_path: Path) -> None:

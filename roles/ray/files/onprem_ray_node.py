@@ -231,8 +231,6 @@ def probe(args: dict) -> dict:
         "host_key": " ".join(host_key.split()[:2]),
         "known_hosts": (known or "").splitlines(),
         "trees": {path: tree_hash(path) for path in args.get("trees", [])},
-        # Contents the caller needs (the cluster token for a worker); it runs with no_log.
-        "secrets": {path: _read(path) for path in args.get("secrets", [])},
     }
 
 
