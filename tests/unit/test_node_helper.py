@@ -7,10 +7,13 @@ import hashlib
 import importlib.util
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+import pytest
 
 HELPER = Path(__file__).resolve().parents[2] / "roles" / "ray" / "files" / "onprem_ray_node.py"
 SECRET = "0123456789abcdef" * 4
@@ -86,10 +89,31 @@ def test_probe_reports_files_users_and_units(tmp_path: Path) -> None:
     assert answer["users"]["root"]["exists"] is True
 
 
-def test_old_staging_directories_of_other_contents_are_pruned(tmp_path: Path) -> None:
+def load_helper():
     spec = importlib.util.spec_from_file_location("onprem_ray_node", HELPER)
     helper = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(helper)
+    return helper
+
+
+def test_awaiting_an_address_before_a_start_returns_once_it_answers_or_says_why(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    helper = load_helper()
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        helper._await_port({"host": "127.0.0.1", "port": port, "timeout": 5})
+    with pytest.raises(SystemExit):
+        helper._await_port({"host": "127.0.0.1", "port": port, "timeout": 0.5,
+                            "what": "the head's GCS"})
+    answer = json.loads(capsys.readouterr().out)
+    assert answer["msg"].startswith(f"the head's GCS 127.0.0.1:{port} did not answer")
+    assert "Ray was not started here" in answer["msg"]
+
+
+def test_old_staging_directories_of_other_contents_are_pruned(tmp_path: Path) -> None:
+    helper = load_helper()
     old, recent, current = (tmp_path / name for name in ("old", "recent", "current"))
     for stage in (old, recent, current):
         stage.mkdir()

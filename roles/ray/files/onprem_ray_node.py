@@ -326,12 +326,30 @@ def _systemctl(*argv: str) -> None:
              f"{(result.stderr or result.stdout).strip()}")
 
 
+def _await_port(spec: dict) -> None:
+    """Wait until spec's host:port accepts connections from here (a worker's Ray needs the
+    head's GCS: the head may still be starting, and a firewall shows up here)."""
+    address = (spec["host"], int(spec["port"]))
+    timeout = float(spec.get("timeout", 60))
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(address, timeout=2).close()
+            return
+        except OSError as err:
+            if time.monotonic() >= deadline:
+                fail(f"{spec.get('what', 'the address')} {address[0]}:{address[1]} did not answer "
+                     f"from this machine within {timeout:.0f}s ({err}); Ray was not started here")
+            time.sleep(0.25)
+
+
 def apply(args: dict) -> dict:
     """Ensure the entries read from stdin ({"entries": [...], "start": [unit, ...]}).
 
     Systemd reloads its units when a changed entry is a unit file, and each unit of "start"
-    is enabled and started unless it already runs enabled: a file change, a start and the
-    reload cost one round trip. Restarts are not done here (the roles' handlers do them).
+    is enabled and started unless it already runs enabled, once "await" ({"host", "port",
+    "timeout", "what"}) accepts connections: a file change, a start and the reload cost one
+    round trip. Restarts are not done here (the roles' handlers do them).
     Entries may hold secrets: nothing of an entry but its path is ever printed.
     args: {"check": bool}.
     """
@@ -349,6 +367,8 @@ def apply(args: dict) -> dict:
         _systemctl("daemon-reload")
     started = [unit for unit in request.get("start", [])
                if _unit(unit) != {"active": True, "enabled": True}]
+    if started and not check and request.get("await"):
+        _await_port(request["await"])
     for unit in started:
         if not check:
             _systemctl("enable", "--now", unit)
