@@ -112,6 +112,17 @@ def test_check_diff_on_the_converged_cluster_changes_nothing(cluster: Cluster) -
     assert cluster.alive_ips() == cluster.all_ips
 
 
+def test_a_running_worker_disabled_at_boot_is_enabled_again_without_a_restart(
+        cluster: Cluster) -> None:
+    worker = cluster.pool.workers[2]
+    before = cluster.unit(worker)
+    cluster.pool.ssh(worker, "sudo", "systemctl", "disable", UNIT)
+    assert cluster.unit(worker)["UnitFileState"] == "disabled"
+    counts = recap(cluster.playbook("up", "-e", "ray_up_workers=all").stdout)
+    assert counts[worker.ip]["changed"] == 1, counts
+    assert cluster.unit(worker) == before  # enabled again, same process
+
+
 def test_secrets_never_reach_the_output_even_at_vvv(cluster: Cluster) -> None:
     """The worker's token copy and the head's key to the workers are rewritten, at -vvv."""
     head, worker = cluster.pool.head, cluster.pool.workers[0]
