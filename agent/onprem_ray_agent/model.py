@@ -80,6 +80,77 @@ class DemandKind(StrEnum):
     CONSTRAINT = "constraint"  # ray.autoscaler.sdk.request_resources()
 
 
+class Purpose(StrEnum):
+    """What a machine the plan adds is for: the reason an add action gives."""
+
+    MIN_WORKERS = "min_workers"  # its node type is below min_workers
+    GLOBAL_MIN = "global_min"  # the cluster is below min_workers
+    CONSTRAINT = "constraint"  # request_resources()
+    PLACEMENT_GROUP = "placement_group"
+    PENDING = "pending"  # tasks and actors
+
+    @property
+    def urgent(self) -> bool:
+        """Not held back by upscaling_speed: Ray's `_get_concurrent_resource_demand_to_launch`
+        lets min_workers, request_resources() and placement groups "immediately scale up"."""
+        return self is not Purpose.PENDING
+
+
+class LabelOperator(StrEnum):
+    """Ray 2.60's label selector operators (common.proto LabelSelectorOperator)."""
+
+    IN = "in"  # the node has the key, with one of the values
+    NOT_IN = "not_in"  # the node lacks the key, or has another value
+
+
+@dataclass(frozen=True)
+class LabelConstraint:
+    key: str
+    operator: LabelOperator
+    values: tuple[str, ...]
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        value = labels.get(self.key)
+        if self.operator == LabelOperator.IN:
+            return value in self.values
+        return value not in self.values
+
+    def __str__(self) -> str:
+        """Ray's selector syntax: "a", "!a", "in(a,b)", "!in(a,b)"."""
+        negate = "!" if self.operator == LabelOperator.NOT_IN else ""
+        if len(self.values) == 1:
+            return f"{self.key}={negate}{self.values[0]}"
+        return f"{self.key}={negate}in({','.join(self.values)})"
+
+
+@dataclass(frozen=True)
+class LabelSelector:
+    """All its constraints must hold (a task's `label_selector`)."""
+
+    constraints: tuple[LabelConstraint, ...] = ()
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        return all(constraint.matches(labels) for constraint in self.constraints)
+
+    def __str__(self) -> str:
+        return "{" + ", ".join(str(c) for c in self.constraints) + "}"
+
+
+# Ray's ResourceRequest.label_selectors: alternatives, the first preferred (fallbacks).
+Selectors = tuple[LabelSelector, ...]
+
+
+def selectors_match(selectors: Selectors, labels: Mapping[str, str]) -> bool:
+    return not selectors or any(selector.matches(labels) for selector in selectors)
+
+
+def format_selectors(selectors: Selectors) -> str:
+    """' with labels {gpu=a100}' (or ' or ' between fallbacks); '' without selectors."""
+    if not selectors:
+        return ""
+    return " with labels " + " or ".join(str(selector) for selector in selectors)
+
+
 # ---------------------------------------------------------------- configuration
 
 
@@ -93,6 +164,8 @@ class NodeType:
     resources: Resources = field(default_factory=dict)
     min_workers: int = 0
     max_workers: int | None = None  # None: every machine of the type
+    labels: Mapping[str, str] = field(default_factory=dict)  # `ray start --labels`
+    idle_timeout_s: float | None = None  # None: the cluster's idle_timeout_minutes
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -183,10 +256,18 @@ class Config:
         return 60.0 * self.idle_timeout_minutes
 
     def node_type(self, name: str) -> NodeType | None:
-        for node_type in self.node_types:
-            if node_type.name == name:
-                return node_type
-        return None
+        return self._types_by_name.get(name)
+
+    @functools.cached_property
+    def _types_by_name(self) -> dict[str, NodeType]:
+        return {node_type.name: node_type for node_type in self.node_types}
+
+    def idle_timeout_of(self, name: str) -> float:
+        """The type's own idle_timeout_s (Ray's per-type key), else idle_timeout_minutes."""
+        node_type = self.node_type(name)
+        if node_type is not None and node_type.idle_timeout_s is not None:
+            return node_type.idle_timeout_s
+        return self.idle_timeout_s
 
 
 # ---------------------------------------------------------------- machines
@@ -232,6 +313,7 @@ class BundleDemand:
 
     resources: Resources
     count: int = 1
+    label_selectors: Selectors = ()  # the node must match one (Ray's label_selector)
 
 
 @dataclass(frozen=True)
@@ -241,6 +323,14 @@ class PlacementGroupDemand:
     id: str
     strategy: PlacementStrategy
     bundles: tuple[Resources, ...]
+    # Per bundle (same order), Ray's bundle_label_selector; () when no bundle has one.
+    bundle_selectors: tuple[Selectors, ...] = ()
+    # A group partly placed (a node of it died): the addresses of the nodes that hold its
+    # placed bundles. STRICT_SPREAD avoids them, STRICT_PACK is tied to them.
+    placed_on: tuple[str, ...] = ()
+
+    def selectors(self, index: int) -> Selectors:
+        return self.bundle_selectors[index] if index < len(self.bundle_selectors) else ()
 
 
 @dataclass(frozen=True)
@@ -253,6 +343,8 @@ class RayNode:
     total: Resources = field(default_factory=dict)
     available: Resources = field(default_factory=dict)
     idle_s: float = 0.0  # Ray's idle duration: time since the node last ran anything
+    labels: Mapping[str, str] = field(default_factory=dict)  # what label selectors see
+    is_head: bool = False
 
 
 @dataclass(frozen=True)

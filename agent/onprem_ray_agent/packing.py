@@ -1,29 +1,44 @@
-"""Bin-packing of resource bundles onto simulated nodes.
+"""Placement of resource requests onto nodes, scored as Ray 2.60's autoscaler v2 does.
 
-Speed comes from grouping on both sides: bundles of one shape are placed as a count, and nodes
-with the same free resources (counted only over the resources the demand names) form one group,
-so placing a shape costs one pass over the groups rather than over every node and bundle.
-Groups that cannot hold any shape of the demand (e.g. nodes with no free CPU when every shape
-needs CPU) are left out of that pass, as Ray's `_can_fit_any_request` pre-filter does. Within a
-group, nodes are used in the order they were added.
+One `Placer.attempt` is one pass of Ray's `ResourceDemandScheduler._try_schedule`: the
+requests, sorted as Ray sorts them, go first onto the nodes there are (alive, joining, or
+added earlier in the same decision), then onto new machines of the node types that have room.
+Each step fills one candidate node with as much of the remaining requests as it takes (greedy,
+in order, no backtracking), scores it with Ray's utilization score, and keeps the best; the
+leftover is scored afresh, so five {CPU: 16} with types of 16 and 64 CPUs get one 64 and one
+16, and a PACK group of 8 x {GPU: 1} gets the 8-GPU machine.
+
+Speed comes from grouping: nodes with the same type, labels, total and free resources form
+one group, scored once for all its members, and a step commits the same fill to as many
+members (or new machines of a type) as the remaining counts allow in full. Scores only fall
+as requests are used up, so candidates sit in a heap and are scored again only when they reach
+its top (a lazy greedy, equal to Ray's choice whenever a fill's score does not rise with fewer
+requests).
 """
 
 from __future__ import annotations
 
+import bisect
+import heapq
 import math
-from collections.abc import Iterable, Mapping, Sequence
-from itertools import islice
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 
-from onprem_ray_agent.model import Resources
+from onprem_ray_agent.model import Purpose, Resources, Selectors
 
 # Ray gives every node one unit of its implicit resources (resource_demand_scheduler._fits).
 IMPLICIT_RESOURCE_PREFIX = "node:__internal_implicit_resource_"
 # Ray's resources are fixed-point with 4 decimals; this absorbs float noise only.
 _EPSILON = 1e-6
+# Ray's AUTOSCALER_CONSERVE_GPU_NODES default: avoid GPU nodes for work without GPUs.
+CONSERVE_GPU_NODES = True
 
 Shape = tuple[tuple[str, float], ...]  # sorted (name, amount > 0)
-Vector = tuple[float, ...]  # amounts over the packer's resource names
-Needs = tuple[tuple[int, float], ...]  # (index into Vector, amount > 0)
+Why = tuple[Purpose, str]  # what a bundle is for, and its text in an add's reason
+Score = tuple[int, bool, int, float, float]
+# Of the nodes there are, how many (the fullest that take something) are scored before the
+# best is chosen (see Placer._score_some).
+SCORED_NODES = 4
 
 
 def shape_of(resources: Resources) -> Shape:
@@ -31,12 +46,6 @@ def shape_of(resources: Resources) -> Shape:
     if len(items) > 1:
         items.sort()
     return tuple(items)
-
-
-def ray_order(shape: Shape) -> tuple:
-    """Sort key, most demanding first when reversed: Ray's `_sort_resource_request`
-    (autoscaler/v2/scheduler.py) without label and placement constraints."""
-    return (len(shape), sum(amount for _, amount in shape), shape)
 
 
 def fits_count(free: Mapping[str, float], shape: Shape) -> int:
@@ -52,6 +61,59 @@ def fits_count(free: Mapping[str, float], shape: Shape) -> int:
     return count or 0
 
 
+def fits_in(total: Resources, shape: Shape) -> bool:
+    return bool(shape) and fits_count(total, shape) >= 1
+
+
+@dataclass(frozen=True)
+class Request:
+    """One kind of bundle to place: its shape, the labels it selects, what it is for.
+
+    `spread`: a STRICT_SPREAD group's key: at most one such bundle per node, and never on a
+    node that carries the key (one holding a bundle of the group already). `tied`: a
+    STRICT_PACK group's key: only on a node that carries it (where its bundles are).
+    """
+
+    shape: Shape
+    why: Why
+    selectors: Selectors = ()
+    spread: str = ""
+    tied: str = ""
+    # (name, amount, amount a node has when it does not list the resource), for speed
+    needs: tuple[tuple[str, float, float], ...] = field(init=False, compare=False,
+                                                        repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "needs", tuple(
+            (name, amount, 1.0 if name.startswith(IMPLICIT_RESOURCE_PREFIX) else 0.0)
+            for name, amount in self.shape))
+
+    def order(self) -> tuple:
+        """Ray's `_sort_resource_request`, most demanding first when reversed: placement
+        constraints, label constraints, number of resources, their sum, the shape."""
+        first = len(self.selectors[0].constraints) if self.selectors else 0
+        return (bool(self.spread or self.tied), first, len(self.shape),
+                sum(amount for _, amount in self.shape), self.shape)
+
+    def allowed(self, labels: Mapping[str, str]) -> bool:
+        if self.spread and self.spread in labels:
+            return False
+        if self.tied and self.tied not in labels:
+            return False
+        return not self.selectors or any(s.matches(labels) for s in self.selectors)
+
+    def count_in(self, free: Mapping[str, float]) -> int:
+        """How many of it fit in `free`."""
+        count = -1
+        for name, amount, default in self.needs:
+            here = int((free.get(name, default) + _EPSILON) // amount)
+            if here <= 0:
+                return 0
+            if count < 0 or here < count:
+                count = here
+        return max(count, 0)
+
+
 class SimNode:
     """A node in the simulation: alive in Ray, joining, or one the plan would add."""
 
@@ -59,243 +121,423 @@ class SimNode:
     JOINING = "joining"
     NEW = "new"
 
-    __slots__ = ("hosts_demand", "idle_s", "ip", "kind", "node_type", "why")
+    __slots__ = ("hosts_demand", "idle_s", "ip", "kind", "labels", "node_type", "why")
 
     def __init__(self, kind: str, node_type: str | None, ip: str | None = None,
-                 idle_s: float = 0.0) -> None:
+                 idle_s: float = 0.0, labels: Mapping[str, str] | None = None) -> None:
         self.kind = kind
         self.node_type = node_type
         self.ip = ip
         self.idle_s = idle_s
+        self.labels = dict(labels or {})
         self.hosts_demand = False
-        # For new nodes: which demand they are for, label -> number of bundles.
-        self.why: dict[tuple[str, str], int] = {}
+        # For new nodes: which demand they are for -> number of bundles.
+        self.why: dict[Why, int] = {}
 
-    def host(self, label: tuple[str, str], count: int) -> None:
+    def host(self, why: Why, count: int) -> None:
         self.hosts_demand = True
         if self.kind == SimNode.NEW:
-            self.why[label] = self.why.get(label, 0) + count
+            self.why[why] = self.why.get(why, 0) + count
 
     def __repr__(self) -> str:
         return f"SimNode({self.kind}, {self.node_type}, {self.ip})"
 
 
-class _Group:
-    __slots__ = ("listed", "members", "useful", "vector")
-
-    def __init__(self, vector: Vector, useful: bool) -> None:
-        self.vector = vector
-        self.members: dict[SimNode, None] = {}  # insertion-ordered set
-        self.useful = useful  # can hold some shape of the demand
-        self.listed = False  # in the packer's scan list
-
-
-def _per_node(vector: Vector, needs: Needs) -> int:
-    count = None
-    for index, amount in needs:
-        here = int((vector[index] + _EPSILON) // amount)
-        if count is None or here < count:
-            count = here
-        if count == 0:
-            return 0
-    return count or 0
-
-
-def _minus(vector: Vector, needs: Needs, times: int) -> Vector:
-    values = list(vector)
-    for index, amount in needs:
-        values[index] = max(0.0, values[index] - amount * times)
-    return tuple(values)
-
-
-class Packer:
-    """First-fit placement of bundles onto grouped nodes, over a fixed set of resource names."""
-
-    def __init__(self, names: Iterable[str], shapes: Iterable[Shape] = ()) -> None:
-        """`shapes`: every shape that will be placed; groups that fit none are not scanned."""
-        self.names = tuple(names)
-        self._index = {name: i for i, name in enumerate(self.names)}
-        self._defaults = tuple(
-            (name, 1.0 if name.startswith(IMPLICIT_RESOURCE_PREFIX) else 0.0)
-            for name in self.names)
-        # The groups worth scanning, in first-fit order; emptied ones are dropped from time to
-        # time and listed again (at the end) when nodes come back to them.
-        self._groups: list[_Group] = []
-        self._emptied = 0
-        self._group_by_vector: dict[Vector, _Group] = {}
-        self._group_of: dict[SimNode, _Group] = {}
-        # A group is useless when each shape lacks one of its resources there; the smallest
-        # amount asked of each resource and the sets of resources asked together say that.
-        self._least: list[float] = [math.inf] * len(self.names)
-        kinds: set[tuple[int, ...]] = set()
-        for shape in shapes:
-            needs = self.needs(shape)
-            kinds.add(tuple(index for index, _ in needs))
-            for index, amount in needs:
-                self._least[index] = min(self._least[index], amount)
-        self._kinds = tuple(kinds)
-
-    # -- building
-
-    def vector(self, resources: Resources) -> Vector:
-        get = resources.get
-        return tuple([float(get(name, default)) for name, default in self._defaults])
-
-    def needs(self, shape: Shape) -> Needs:
-        return tuple((self._index[name], amount) for name, amount in shape)
-
-    def add(self, node: SimNode, vector: Vector) -> None:
-        self._put(node, vector)
-
-    def __len__(self) -> int:
-        return len(self._group_of)
-
-    # -- placing counts of one shape
-
-    def _useful(self, vector: Vector) -> bool:
-        if not self._kinds:
-            return True  # not told what will be placed: keep every group
-        least = self._least
-        for kind in self._kinds:
-            for index in kind:
-                if vector[index] + _EPSILON < least[index]:
+def utilization_score(total: Resources, free: Mapping[str, float], placed: Sequence[Request],
+                      labels: Mapping[str, str]) -> Score:
+    """Ray v2's `SchedulingNode._compute_score` of a node after `placed` went onto it:
+    matching label selectors, then no GPU node for work without GPUs, then more resource
+    kinds matched, then the least used resource the most used, then the average; each
+    resource's use weighted by its amount (amount x use^3), so bigger nodes filled win."""
+    label_score = 0
+    for request in placed:
+        if request.selectors:
+            count = len(request.selectors)
+            for i, selector in enumerate(request.selectors):
+                if selector.matches(labels):
+                    label_score = count - i
                     break
-            else:
-                return True
-        return False
-
-    def _candidates(self, needs: Needs) -> list[_Group]:
-        """Groups with members that have enough of the shape's largest need, in order: a
-        cheap first cut before the exact count."""
-        index, amount = max(needs, key=lambda need: need[1] / (self._least[need[0]] or 1))
-        amount -= _EPSILON
-        if self._emptied * 2 > len(self._groups):
-            self._compact()
-        return [g for g in self._groups if g.vector[index] >= amount and g.members]
-
-    def _compact(self) -> None:
-        kept = []
-        for group in self._groups:
-            if group.members:
-                kept.append(group)
-            else:
-                group.listed = False
-        self._groups = kept
-        self._emptied = 0
-
-    def place(self, needs: Needs, count: int, label: tuple[str, str]) -> int:
-        """Place up to `count` bundles, first fit over the groups; returns how many did not."""
-        for group in self._candidates(needs):
-            if count <= 0:
+            if label_score:
                 break
-            size = len(group.members)
-            if not size:
-                continue
-            per_node = _per_node(group.vector, needs)
-            if per_node == 0:
-                continue
-            vector = group.vector
-            full, rest = divmod(count, per_node)
-            if full >= size:
-                self._consume(list(group.members), vector, needs, per_node, label)
-                count -= per_node * size
-                continue
-            taken = list(islice(group.members, full + (1 if rest else 0)))
-            self._consume(taken[:full], vector, needs, per_node, label)
-            self._consume(taken[full:], vector, needs, rest, label)
-            count = 0
-        return max(count, 0)
+    if len(placed) == 1:
+        wanted = [name for name, _ in placed[0].shape]
+    else:
+        wanted = list({name for request in placed for name, _ in request.shape})
+    matching = 0
+    for name in wanted:
+        if name in total:
+            matching += 1
+    low = math.inf
+    summed = 0.0
+    kinds = 0
+    for name, amount in total.items():
+        if amount == 0 or name not in free:
+            continue
+        use = (amount - free[name]) / amount
+        use = 0.0 if use < 0 else (1.0 if use > 1 else use)
+        util = amount * use * use * use
+        summed += util
+        kinds += 1
+        if util < low:
+            low = util
+    gpu_ok = not (CONSERVE_GPU_NODES and total.get("GPU", 0) > 0 and "GPU" not in wanted)
+    if not kinds:
+        return (label_score, gpu_ok, matching, 0.0, 0.0)
+    return (label_score, gpu_ok, matching, low, summed / kinds)
 
-    def _consume(self, nodes: Sequence[SimNode], vector: Vector, needs: Needs, times: int,
-                 label: tuple[str, str]) -> None:
-        if not nodes:
-            return
-        after = _minus(vector, needs, times)
-        for node in nodes:
-            self._put(node, after)
-            node.host(label, times)
 
-    # -- placing a gang (a placement group): all bundles or none
+@dataclass
+class Fill:
+    """What one node takes of the remaining requests: (request index, count) pairs."""
 
-    def plan_gang(self, bundles: Sequence[Needs], distinct: bool
-                  ) -> tuple[dict[SimNode, Vector], list[tuple[SimNode, int]], list[int]]:
-        """Where each bundle would go, without changing anything.
+    counts: list[tuple[int, int]]
+    free: dict[str, float]
+    labels: Mapping[str, str]
+    score: Score
 
-        Returns the touched nodes with their free resources afterwards, the assignment
-        (node, bundle index) and the indexes of the bundles that found no node. `distinct`
-        (STRICT_SPREAD) puts each bundle on a different node; otherwise bundles go first onto
-        nodes the gang already uses, which packs it.
-        """
-        touched: dict[SimNode, Vector] = {}
-        assigned: list[tuple[SimNode, int]] = []
-        unplaced: list[int] = []
-        for position, needs in enumerate(bundles):
-            chosen = None
-            if not distinct:
-                for node, free in touched.items():
-                    if _per_node(free, needs):
-                        chosen = node
-                        break
-            if chosen is None:
-                chosen = self._first_untouched(needs, touched)
-            if chosen is None:
-                unplaced.append(position)
-                continue
-            before = touched.get(chosen)
-            if before is None:
-                before = self._group_of[chosen].vector
-            touched[chosen] = _minus(before, needs, 1)
-            assigned.append((chosen, position))
-        return touched, assigned, unplaced
 
-    def _first_untouched(self, needs: Needs, touched: Mapping[SimNode, Vector]
-                         ) -> SimNode | None:
-        index, amount = needs[0]
-        amount -= _EPSILON
-        for group in tuple(self._groups):
-            if (group.vector[index] < amount or not group.members
-                    or not _per_node(group.vector, needs)):
-                continue
-            for node in group.members:
-                if node not in touched:
-                    return node
+def fill(free: Mapping[str, float], total: Resources, labels: Mapping[str, str],
+         requests: Sequence[Request], remaining: Sequence[int]) -> Fill | None:
+    """Greedy, in order, as Ray's `SchedulingNode.try_schedule`; None if nothing fits."""
+    counts = []
+    left = None
+    after = labels
+    for index, request in enumerate(requests):
+        want = remaining[index]
+        if not want:
+            continue
+        if (request.selectors or request.spread or request.tied) and not request.allowed(after):
+            continue
+        room = free if left is None else left
+        here = -1
+        for name, amount, default in request.needs:  # Request.count_in, inlined for speed
+            fits = int((room.get(name, default) + _EPSILON) // amount)
+            if fits <= 0:
+                here = 0
+                break
+            if here < 0 or fits < here:
+                here = fits
+        if here <= 0:
+            continue
+        if left is None:
+            left = dict(free)
+        if request.spread:
+            here = 1
+            after = {**after, request.spread: "1"}
+        count = min(want, here)
+        for name, amount, _ in request.needs:
+            rest = left.get(name, 1.0) - amount * count
+            left[name] = rest if rest > 0 else 0.0
+        counts.append((index, count))
+    if left is None:
         return None
+    placed = [requests[index] for index, _ in counts]
+    return Fill(counts, left, after, utilization_score(total, left, placed, after))
 
-    def commit(self, touched: Mapping[SimNode, Vector], label: tuple[str, str],
-               counts: Mapping[SimNode, int]) -> None:
-        for node, free in touched.items():
-            self._put(node, free)
-            node.host(label, counts.get(node, 0))
 
-    def free_of(self, node: SimNode) -> Vector:
-        return self._group_of[node].vector
+def _repeats(result: Fill, remaining: Sequence[int]) -> int:
+    """How many nodes in a row take exactly this fill."""
+    return min(remaining[index] // count for index, count in result.counts)
 
-    def set_free(self, node: SimNode, vector: Vector) -> None:
-        self._put(node, vector)
 
-    # -- internals
+def _key(score: Score) -> tuple:
+    return tuple(-value for value in score)
 
-    def _put(self, node: SimNode, vector: Vector) -> None:
+
+class _Group:
+    __slots__ = ("free", "key", "labels", "members", "node_type", "order", "total")
+
+    def __init__(self, key: tuple, node_type: str | None, total: Resources,
+                 free: dict[str, float], labels: dict[str, str], order: int) -> None:
+        self.key = key
+        self.node_type = node_type
+        self.total = total
+        self.free = free
+        self.labels = labels
+        self.members: dict[SimNode, None] = {}  # insertion-ordered set
+        self.order = order
+
+
+@dataclass
+class Template:
+    """A new machine of a node type, as the plan may add it."""
+
+    node_type: str
+    total: Resources
+    labels: Mapping[str, str]
+    order: int
+
+
+@dataclass
+class Attempt:
+    """The outcome of one pass, not applied yet: where each part goes, what is left."""
+
+    requests: list[Request]
+    existing: list[tuple[_Group, int, Fill]] = field(default_factory=list)
+    new: list[tuple[Template, int, Fill]] = field(default_factory=list)
+    left: list[int] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        return not any(self.left)
+
+    def leftover(self) -> list[tuple[Request, int]]:
+        return [(r, n) for r, n in zip(self.requests, self.left, strict=True) if n]
+
+    def new_counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for template, times, _ in self.new:
+            counts[template.node_type] = counts.get(template.node_type, 0) + times
+        return counts
+
+
+# room(node type, machines of it already taken in this pass, taken in all): how many more
+Room = Callable[[str, int, int], int]
+# open(node type, count): new nodes, already known to every placer
+Opener = Callable[[str, int], list[SimNode]]
+
+
+class Placer:
+    """The nodes as one source of requests sees them: pending work sees what is free,
+    request_resources() sees every node's total as if it were idle (Ray's two
+    ResourceRequestSources)."""
+
+    def __init__(self) -> None:
+        self._groups: dict[tuple, _Group] = {}
+        self._group_of: dict[SimNode, _Group] = {}
+        self._created = 0
+        # resource -> (free amount, creation order, group), ascending; emptied groups are
+        # skipped, then dropped
+        self._by_free: dict[str, list[tuple[float, int, _Group]]] = {}
+        self._emptied = 0
+        self._by_room: list[_Group] | None = None
+        self._unsorted: set[str] = set()  # lists of _by_free to sort before use
+        self._totals: dict[tuple, Resources] = {}
+
+    def add(self, node: SimNode, total: Resources, free: Mapping[str, float]) -> None:
+        # One object per distinct total, so that groups can key on its identity.
+        total = self._totals.setdefault(_items(total), total)
+        self._put(node, total, dict(free), dict(node.labels))
+
+    def free_of(self, node: SimNode) -> dict[str, float]:
+        return self._group_of[node].free
+
+    def nodes(self) -> list[SimNode]:
+        return list(self._group_of)
+
+    def _put(self, node: SimNode, total: Resources, free: dict[str, float],
+             labels: dict[str, str]) -> None:
+        self._by_room = None
         old = self._group_of.get(node)
         if old is not None:
-            if old.vector == vector:
-                return
             del old.members[node]
-            if not old.members and old.listed:
+            if not old.members:
+                del self._groups[old.key]
                 self._emptied += 1
-        group = self._group_by_vector.get(vector)
+        key = (node.node_type, id(total), _items(free), _items(labels) if labels else ())
+        group = self._groups.get(key)
         if group is None:
-            group = _Group(vector, self._useful(vector))
-            self._group_by_vector[vector] = group
-        if group.useful and not group.listed:
-            group.listed = True
-            self._groups.append(group)
+            self._created += 1
+            group = _Group(key, node.node_type, total, free, labels, self._created)
+            self._groups[key] = group
+            for name, amount in free.items():
+                entries = self._by_free.get(name)
+                if entries is None:
+                    entries = self._by_free[name] = []
+                    self._unsorted.add(name)
+                if name in self._unsorted:
+                    entries.append((amount, self._created, group))
+                else:  # (amount, order) are unique: tuples never compare groups
+                    bisect.insort(entries, (amount, self._created, group))
         group.members[node] = None
         self._group_of[node] = group
 
+    # -- one pass
 
-def fits_in(total: Resources, shape: Shape) -> bool:
-    return bool(shape) and fits_count(total, shape) >= 1
+    def attempt(self, demand: Iterable[tuple[Request, int]], templates: Sequence[Template],
+                room: Room) -> Attempt:
+        """Where `demand` would go, without changing anything."""
+        merged: dict[Request, int] = {}
+        for request, count in demand:
+            if count > 0 and request.shape:
+                merged[request] = merged.get(request, 0) + count
+        requests = sorted(merged, key=Request.order, reverse=True)
+        remaining = [merged[r] for r in requests]
+        attempt = Attempt(requests)
+        if requests:
+            self._onto_existing(attempt, requests, remaining)
+        if any(remaining):
+            self._onto_new(attempt, requests, remaining, templates, room)
+        attempt.left = remaining
+        return attempt
+
+    def _onto_existing(self, attempt: Attempt, requests: list[Request],
+                       remaining: list[int]) -> None:
+        heap: list[tuple[tuple, int, _Group]] = []
+        seen: set[_Group] = set()
+        taken: dict[_Group, int] = {}
+        scans: dict[tuple, Iterator[_Group]] = {}
+        while any(remaining):
+            if not heap:
+                # Score (more) nodes, for what is left.
+                live = _distinct_shapes([r for r, n in zip(requests, remaining, strict=True)
+                                         if n])
+                where = self._where_to_look(live)
+                if where not in scans:
+                    scans[where] = self._scan(where)
+                if not self._score_some(scans[where], heap, requests, remaining, live, seen):
+                    return
+                continue
+            key, order, group = heapq.heappop(heap)
+            free_members = len(group.members) - taken.get(group, 0)
+            if free_members <= 0:
+                continue
+            result = fill(group.free, group.total, group.labels, requests, remaining)
+            if result is None:
+                continue
+            fresh = _key(result.score)
+            if fresh > key:  # worse than when queued: let better candidates go first
+                heapq.heappush(heap, (fresh, order, group))
+                continue
+            times = min(free_members, _repeats(result, remaining))
+            for index, count in result.counts:
+                remaining[index] -= count * times
+            taken[group] = taken.get(group, 0) + times
+            attempt.existing.append((group, times, result))
+            if free_members > times:
+                heapq.heappush(heap, (fresh, order, group))
+
+    def _where_to_look(self, requests: Sequence[Request]) -> tuple:
+        """Which groups may take some request, the fullest first (the ones Ray's score
+        favours): when every request needs some of one resource, only the groups with at
+        least the least of it, by that resource's free amount: ("free", name, first);
+        else every group, by room: ("room",)."""
+        if self._emptied > len(self._groups):
+            for name, entries in self._by_free.items():
+                self._by_free[name] = [entry for entry in entries if entry[2].members]
+            self._emptied = 0
+        common = set.intersection(*({name for name, _ in r.shape} for r in requests))
+        best: tuple = ("room",)
+        fewest = math.inf
+        for name in sorted(common):
+            entries = self._by_free.get(name, [])
+            if name in self._unsorted:
+                entries.sort()
+                self._unsorted.discard(name)
+            least = min(amount for r in requests for n, amount in r.shape if n == name)
+            start = bisect.bisect_left(entries, (least - _EPSILON,))
+            if len(entries) - start < fewest:
+                best, fewest = ("free", name, start), len(entries) - start
+        return best
+
+    def _scan(self, where: tuple) -> Iterator[_Group]:
+        if where[0] == "free":
+            entries = self._by_free.get(where[1], [])
+            for index in range(where[2], len(entries)):
+                group = entries[index][2]
+                if group.members:
+                    yield group
+            return
+        if self._by_room is None:  # sorted once per change of the groups
+            self._by_room = sorted(self._groups.values(), key=lambda group: (
+                _room(group.total, group.free), group.order))
+        for group in self._by_room:
+            if group.members:
+                yield group
+
+    @staticmethod
+    def _score_some(scan: Iterator[_Group], heap: list, requests: list[Request],
+                    remaining: list[int], shapes: list[Request], seen: set[_Group]) -> bool:
+        """Score the next SCORED_NODES groups from `scan` that take something into `heap`.
+        Ray scores every node; the scan goes from the fullest nodes up, which are the ones
+        its utilization score favours, so a looser node is rarely better than all of these
+        (and is scored when these are used up). False when the scan is over."""
+        scored = 0
+        for group in scan:
+            if group in seen:
+                continue
+            seen.add(group)  # what a node cannot take now it cannot take later in the pass
+            if not _may_fit(group.free, shapes):
+                continue
+            result = fill(group.free, group.total, group.labels, requests, remaining)
+            if result is None:
+                continue
+            heapq.heappush(heap, (_key(result.score), group.order, group))
+            scored += 1
+            if scored >= SCORED_NODES:
+                return True
+        return scored > 0
+
+    def _onto_new(self, attempt: Attempt, requests: list[Request], remaining: list[int],
+                  templates: Sequence[Template], room: Room) -> None:
+        taken: dict[str, int] = {}
+        while any(remaining):
+            best = None
+            total_taken = sum(taken.values())
+            for template in templates:
+                space = room(template.node_type, taken.get(template.node_type, 0),
+                             total_taken)
+                if space <= 0:
+                    continue
+                result = fill(template.total, template.total, template.labels, requests,
+                              remaining)
+                if result is None:
+                    continue
+                key = (_key(result.score), template.order)
+                if best is None or key < best[0]:
+                    best = (key, template, result, space)
+            if best is None:
+                return
+            _, template, result, space = best
+            times = min(space, _repeats(result, remaining))
+            for index, count in result.counts:
+                remaining[index] -= count * times
+            taken[template.node_type] = taken.get(template.node_type, 0) + times
+            attempt.new.append((template, times, result))
+
+    # -- applying a pass
+
+    def apply(self, attempt: Attempt, opener: Opener) -> list[SimNode]:
+        """Commit `attempt`: nodes take their fills, new machines are opened. Returns the
+        nodes that got something."""
+        touched = []
+        for group, times, result in attempt.existing:
+            members = list(group.members)[:times]
+            for node in members:
+                self._host(node, group.total, attempt.requests, result)
+            touched.extend(members)
+        for template, times, result in attempt.new:
+            nodes = opener(template.node_type, times)
+            for node in nodes:
+                self._host(node, template.total, attempt.requests, result)
+            touched.extend(nodes)
+        return touched
+
+    def _host(self, node: SimNode, total: Resources, requests: Sequence[Request],
+              result: Fill) -> None:
+        for index, count in result.counts:
+            node.host(requests[index].why, count)
+        node.labels.update(result.labels)
+        self._put(node, total, dict(result.free), dict(result.labels))
+
+
+def _items(mapping: Mapping) -> tuple:
+    return tuple(sorted(mapping.items()))
+
+
+def _room(total: Resources, free: Mapping[str, float]) -> float:
+    """How much of a node is free, on average over its resources (0: full, 1: empty)."""
+    shares = [free.get(name, 0.0) / amount for name, amount in total.items() if amount > 0]
+    return sum(shares) / len(shares) if shares else 0.0
+
+
+def _distinct_shapes(requests: Sequence[Request]) -> list[Request]:
+    """One request of each shape: a node that fits none of them is not scored."""
+    return list({r.shape: r for r in requests}.values())
+
+
+def _may_fit(free: Mapping[str, float], requests: Sequence[Request]) -> bool:
+    return any(request.count_in(free) for request in requests)
 
 
 def round_up(amount: float, digits: int = 2) -> float:
@@ -306,54 +548,6 @@ def round_up(amount: float, digits: int = 2) -> float:
     return math.ceil(amount * scale - 1e-9) / scale
 
 
-def coarsen(counts: Mapping[Shape, int], digits: int = 2) -> dict[Shape, int]:
-    """Shapes with their amounts rounded up, equal ones merged: a plan for at least as much."""
-    merged: dict[Shape, int] = {}
-    rounded_amounts: dict[float, float] = {}
-    for shape, count in counts.items():
-        rounded = []
-        for name, amount in shape:
-            if amount not in rounded_amounts:
-                rounded_amounts[amount] = round_up(amount, digits)
-            rounded.append((name, rounded_amounts[amount]))
-        key = tuple(rounded)
-        merged[key] = merged.get(key, 0) + count
-    return merged
-
-
-def merge_counts(items: Iterable[tuple[Resources, int]]) -> dict[Shape, int]:
-    """Bundles of equal shape summed, zero-resource bundles dropped (they fit anywhere)."""
-    merged: dict[Shape, int] = {}
-    for resources, count in items:
-        if count <= 0:
-            continue
-        shape = shape_of(resources)
-        if shape:
-            merged[shape] = merged.get(shape, 0) + count
-    return merged
-
-
-def utilization_score(node_resources: Resources, shape: Shape, count: int
-                      ) -> tuple[bool, int, float, float] | None:
-    """Ray's `_resource_based_utilization_scorer` (autoscaler/_private/
-    resource_demand_scheduler.py) for `count` bundles of one shape on a fresh node: avoid GPU
-    nodes for work without GPUs, then match more resource kinds, then fill the node best."""
-    if count <= 0:
-        return None
-    wanted = {name for name, _ in shape}
-    used = dict.fromkeys(wanted, 0.0)
-    for name, amount in shape:
-        used[name] += amount * count
-    utils = []
-    matching = 0
-    for name, total in node_resources.items():
-        if total < 1:
-            continue
-        if name in wanted:
-            matching += 1
-        util = min(used.get(name, 0.0), total) / total
-        utils.append(total * util**3)
-    if not utils:
-        return None
-    gpu_ok = not (node_resources.get("GPU", 0) > 0 and "GPU" not in wanted)
-    return (gpu_ok, matching, min(utils), sum(utils) / len(utils))
+def coarsen(shape: Shape, digits: int = 2) -> Shape:
+    """The shape with its amounts rounded up: a plan for at least as much."""
+    return tuple((name, round_up(amount, digits)) for name, amount in shape)

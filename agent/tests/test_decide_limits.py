@@ -48,9 +48,14 @@ MIN_MAX = [
                  {"cpu": 1, "big": 1}, id="global-min-spills-to-the-next-type"),
     pytest.param(config(node_type("cpu", 4, min_workers=1), min_workers=2), [], [],
                  {"cpu": 2}, id="global-min-on-top-of-type-min"),
+    # Ray's score prefers the machine that matches more resource kinds: two gpu machines
+    # (8 CPUs, 1 GPU) hold all five bundles, within max_workers 3.
     pytest.param(config(node_type("cpu", 4), node_type("gpu", 2), max_workers=3), [],
-                 [bundles({"CPU": 4}, 3), bundles({"GPU": 1}, 2)], {"cpu": 3},
-                 id="global-max-caps-all-types-bigger-shapes-first"),
+                 [bundles({"CPU": 4}, 3), bundles({"GPU": 1}, 2)], {"gpu": 2},
+                 id="global-max-whole-demand-scored-together"),
+    pytest.param(config(node_type("cpu", 4), node_type("gpu", 2), max_workers=3), [],
+                 [bundles({"CPU": 4}, 3)], {"cpu": 3},
+                 id="global-max-cpu-work-avoids-gpu-machines"),
     pytest.param(config(node_type("cpu", 4), max_workers=0), [], [bundles({"CPU": 1})], {},
                  id="global-max-zero-adds-nothing"),
 ]
@@ -75,9 +80,10 @@ def test_demand_waiting_on_a_limit_is_explained() -> None:
 
 
 def test_demand_waiting_on_the_global_limit_is_explained() -> None:
-    decision = run(config(node_type("cpu", 4), node_type("gpu", 2), max_workers=3), [],
-                   snapshot(pending=[bundles({"CPU": 4}, 3), bundles({"GPU": 1}, 2)]))
-    assert "waiting: 2 pending {'GPU': 1} bundles: max_workers 3 reached" in decision.notes
+    decision = run(config(node_type("cpu", 4), node_type("gpu", 4), max_workers=3), [],
+                   snapshot(pending=[bundles({"CPU": 4}, 3), bundles({"GPU": 1}, 4)]))
+    assert add_counts(decision) == {"gpu": 3}
+    assert "waiting: 1 pending {'GPU': 1} bundle: max_workers 3 reached" in decision.notes
 
 
 # ------------------------------------------------------------------ upscaling_speed

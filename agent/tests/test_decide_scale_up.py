@@ -102,7 +102,9 @@ def test_every_planned_machine_is_explained() -> None:
                                                        {"CPU": 1})]))
     reasons = {a.node_type: a.reason for a in decision.actions if a.kind == "add"}
     assert "placement group pg1 (STRICT_SPREAD)" in reasons["cpu"]
-    assert "1 pending {'GPU': 1} bundle fits on type gpu" in reasons["gpu"]
+    # Ray's score puts the CPU task beside the GPU one: the gpu machine matches both kinds.
+    assert ("1 pending {'CPU': 4} bundle, 1 pending {'GPU': 1} bundle fit on type gpu"
+            in reasons["gpu"])
 
 
 # ------------------------------------------------------------------ placement groups
@@ -136,7 +138,8 @@ def test_strict_pack_that_no_type_holds_is_infeasible() -> None:
     decision = run(CPU, [], snapshot(groups=[group("pg", "STRICT_PACK", *[{"CPU": 3}] * 2)]))
     (item,) = decision.infeasible
     assert item.kind == DemandKind.PLACEMENT_GROUP
-    assert item.demand == "pg STRICT_PACK [{'CPU': 6}]"
+    assert item.demand == "pg STRICT_PACK [{'CPU': 3}, {'CPU': 3}]"
+    assert item.reason.startswith("bundle {'CPU': 6} fits no node type")
     assert added(decision) == {}
 
 

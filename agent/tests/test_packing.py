@@ -1,105 +1,114 @@
-"""The packer: counts of one shape onto groups of equal nodes, and gangs."""
+"""The placer: Ray's utilization score, greedy fills, whole sets scored, leftovers re-scored."""
 
 from __future__ import annotations
 
 import pytest
 
+from onprem_ray_agent.model import LabelConstraint, LabelOperator, LabelSelector, Purpose
 from onprem_ray_agent.packing import (
-    Packer,
+    Placer,
+    Request,
     SimNode,
+    Template,
     fits_count,
-    merge_counts,
-    ray_order,
     shape_of,
     utilization_score,
 )
 
-LABEL = ("pending", "x")
+WHY = (Purpose.PENDING, "x")
 
 
-def _packer(*frees: dict, names=("CPU", "GPU")) -> tuple[Packer, list[SimNode]]:
-    packer = Packer(names)
+def _request(shape: dict, **kwargs) -> Request:
+    return Request(shape_of(shape), WHY, **kwargs)
+
+
+def _placer(*frees: dict, total: dict | None = None) -> tuple[Placer, list[SimNode]]:
+    placer = Placer()
     nodes = []
     for i, free in enumerate(frees):
         node = SimNode(SimNode.ALIVE, "cpu", f"10.0.0.{i + 1}")
-        packer.add(node, packer.vector(free))
+        placer.add(node, total or free, free)
         nodes.append(node)
-    return packer, nodes
+    return placer, nodes
 
 
-PLACE = [
-    pytest.param([{"CPU": 4}] * 3, {"CPU": 1}, 10, 0, id="fills-equal-nodes"),
-    pytest.param([{"CPU": 4}] * 3, {"CPU": 1}, 13, 1, id="reports-the-rest"),
-    pytest.param([{"CPU": 4}] * 3, {"CPU": 3}, 4, 1, id="one-per-node-when-big"),
-    pytest.param([{"CPU": 1}, {"CPU": 8}], {"CPU": 2}, 4, 0, id="skips-too-small-nodes"),
-    pytest.param([{"CPU": 4, "GPU": 0}], {"GPU": 1}, 1, 1, id="missing-resource"),
-    pytest.param([{"CPU": 0.3}] * 10, {"CPU": 0.1}, 30, 0, id="fractions"),
-]
+def _no_room(name: str, taken: int, taken_all: int) -> int:
+    return 0
 
 
-@pytest.mark.parametrize(("frees", "shape", "count", "left"), PLACE)
-def test_place(frees, shape, count, left) -> None:
-    packer, _ = _packer(*frees)
-    assert packer.place(packer.needs(shape_of(shape)), count, LABEL) == left
+def _room(limit: int):
+    return lambda name, taken, taken_all: limit - taken
 
 
-def test_place_uses_nodes_in_order_and_marks_them() -> None:
-    packer, nodes = _packer({"CPU": 4}, {"CPU": 4}, {"CPU": 4})
-    packer.place(packer.needs(shape_of({"CPU": 1})), 5, LABEL)
-    assert [n.hosts_demand for n in nodes] == [True, True, False]
-    assert [packer.free_of(n)[0] for n in nodes] == [0.0, 3.0, 4.0]
-
-
-def test_new_nodes_remember_what_they_are_for() -> None:
-    packer = Packer(["CPU"])
-    node = SimNode(SimNode.NEW, "cpu")
-    packer.add(node, packer.vector({"CPU": 4}))
-    packer.place(packer.needs(shape_of({"CPU": 1})), 3, LABEL)
-    assert node.why == {LABEL: 3}
-
-
-def test_equal_nodes_share_one_group() -> None:
-    packer, _ = _packer(*[{"CPU": 4, "GPU": 1}] * 1000)
-    assert len(packer._groups) == 1
-    packer.place(packer.needs(shape_of({"CPU": 1})), 2001, LABEL)
-    # 500 full, 1 with one bundle, 499 untouched
-    assert sorted(len(g.members) for g in packer._groups if g.members) == [1, 499, 500]
-
-
-@pytest.mark.parametrize(("distinct", "expected_unplaced"), [
-    pytest.param(False, [], id="packed-onto-one-node"),
-    pytest.param(True, [2], id="strict-spread-needs-a-node-each"),
+@pytest.mark.parametrize(("free", "shape", "expected"), [
+    ({"CPU": 4}, {"CPU": 1}, 4),
+    ({"CPU": 4, "GPU": 1}, {"CPU": 1, "GPU": 1}, 1),
+    ({"CPU": 0.3}, {"CPU": 0.1}, 3),
+    ({"CPU": 4}, {"GPU": 1}, 0),
 ])
-def test_plan_gang(distinct, expected_unplaced) -> None:
-    packer, nodes = _packer({"CPU": 4}, {"CPU": 4})
-    needs = [packer.needs(shape_of({"CPU": 1}))] * 3
-    touched, assigned, unplaced = packer.plan_gang(needs, distinct)
-    assert unplaced == expected_unplaced
-    assert packer.free_of(nodes[0]) == (4.0, 0.0)  # nothing changes before commit
-    packer.commit(touched, LABEL, {})
-    assert sum(4.0 - packer.free_of(n)[0] for n in nodes) == len(assigned)
+def test_fits_count(free, shape, expected) -> None:
+    assert fits_count(free, shape_of(shape)) == expected
 
 
-def test_fits_count_treats_implicit_resources_as_one_per_node() -> None:
-    shape = shape_of({"node:__internal_implicit_resource_a": 0.5})
-    assert fits_count({}, shape) == 2
+def test_score_prefers_the_fuller_bigger_node_then_avoids_gpu_nodes() -> None:
+    task = _request({"CPU": 16})
+    full_64 = utilization_score({"CPU": 64}, {"CPU": 0}, [task] * 4, {})
+    full_16 = utilization_score({"CPU": 16}, {"CPU": 0}, [task], {})
+    quarter_64 = utilization_score({"CPU": 64}, {"CPU": 48}, [task], {})
+    assert full_64 > full_16 > quarter_64
+    gpu_node = utilization_score({"CPU": 16, "GPU": 1}, {"CPU": 0, "GPU": 1}, [task], {})
+    assert gpu_node < quarter_64  # no GPU node for work without GPUs comes before use
 
 
-def test_merge_counts_sums_equal_shapes_and_drops_empty_ones() -> None:
-    merged = merge_counts([({"CPU": 1}, 2), ({"CPU": 1.0}, 3), ({"CPU": 0}, 9), ({}, 1),
-                           ({"CPU": 1}, 0)])
-    assert merged == {(("CPU", 1.0),): 5}
+def test_score_ranks_label_selectors_by_preference() -> None:
+    first = LabelSelector((LabelConstraint("zone", LabelOperator.IN, ("a",)),))
+    fallback = LabelSelector((LabelConstraint("zone", LabelOperator.IN, ("b",)),))
+    task = _request({"CPU": 1}, selectors=(first, fallback))
+    assert (utilization_score({"CPU": 1}, {"CPU": 0}, [task], {"zone": "a"})
+            > utilization_score({"CPU": 1}, {"CPU": 0}, [task], {"zone": "b"}))
 
 
-def test_ray_order_puts_more_complex_then_heavier_shapes_first() -> None:
-    shapes = [shape_of(s) for s in ({"CPU": 1}, {"CPU": 1, "GPU": 1}, {"CPU": 8})]
-    assert sorted(shapes, key=ray_order, reverse=True) == [
-        (("CPU", 1.0), ("GPU", 1.0)), (("CPU", 8.0),), (("CPU", 1.0),)]
+def test_the_fullest_node_that_fits_is_chosen() -> None:
+    placer, nodes = _placer({"CPU": 4}, {"CPU": 2}, total={"CPU": 4})
+    attempt = placer.attempt([(_request({"CPU": 2}), 1)], [], _no_room)
+    assert attempt.complete
+    placer.apply(attempt, lambda name, count: [])
+    assert [n.hosts_demand for n in nodes] == [False, True]
 
 
-def test_utilization_score_avoids_gpu_nodes_for_cpu_work() -> None:
-    shape = shape_of({"CPU": 1})
-    cpu = utilization_score({"CPU": 4}, shape, 4)
-    gpu = utilization_score({"CPU": 4, "GPU": 1}, shape, 4)
-    assert cpu > gpu
-    assert gpu[0] is False
+def test_a_whole_set_goes_to_the_type_it_fills_best() -> None:
+    small = Template("gpu1", {"GPU": 1}, {}, 0)
+    large = Template("gpu8", {"GPU": 8}, {}, 1)
+    attempt = Placer().attempt([(_request({"GPU": 1}), 8)], [small, large], _room(8))
+    assert attempt.new_counts() == {"gpu8": 1}
+
+
+def test_the_leftover_is_scored_again() -> None:
+    small = Template("cpu16", {"CPU": 16}, {}, 0)
+    large = Template("cpu64", {"CPU": 64}, {}, 1)
+    attempt = Placer().attempt([(_request({"CPU": 16}), 5)], [small, large], _room(8))
+    assert attempt.new_counts() == {"cpu64": 1, "cpu16": 1}
+
+
+def test_strict_spread_puts_one_bundle_per_node() -> None:
+    placer, _ = _placer({"CPU": 8}, {"CPU": 8})
+    spread = _request({"CPU": 1}, spread="pg:a")
+    attempt = placer.attempt([(spread, 3)], [Template("cpu", {"CPU": 8}, {}, 0)], _room(5))
+    assert attempt.complete
+    assert attempt.new_counts() == {"cpu": 1}
+
+
+def test_labels_select_the_type() -> None:
+    wants_a = LabelSelector((LabelConstraint("zone", LabelOperator.IN, ("a",)),))
+    a = Template("a", {"CPU": 4}, {"zone": "a"}, 1)
+    b = Template("b", {"CPU": 4}, {"zone": "b"}, 0)
+    attempt = Placer().attempt([(_request({"CPU": 4}, selectors=(wants_a,)), 2)], [b, a],
+                               _room(5))
+    assert attempt.new_counts() == {"a": 2}
+
+
+def test_what_fits_nowhere_is_left() -> None:
+    placer, _ = _placer({"CPU": 1})
+    attempt = placer.attempt([(_request({"CPU": 2}), 2)], [], _no_room)
+    assert not attempt.complete
+    assert [count for _, count in attempt.leftover()] == [2]

@@ -1,0 +1,47 @@
+"""The decision: (config, machines, Ray's demand, now) -> actions, each with its reason.
+
+Pure: no I/O, no clock, no randomness; the same input always gives the same decision. One call
+is one iteration of the loop, a list of policies over one explicit `Context`, in the order of
+Ray autoscaler v2's `ResourceDemandScheduler.schedule`:
+
+1. observe (`observe.py`): machines seen ALIVE join, joins that take too long fail, failed
+   machines whose backoff elapsed become spare (or are quarantined), drains past their
+   deadline fail;
+2. follow the inventory (`inventory.py`): new IPs become spare, removed ones are forgotten or
+   retired first;
+3. scale up (`scale_up.py`): place the demand as Ray's scheduler scores it, on the nodes there
+   are, then on new machines of the types that fit it (labels included), within min/max
+   workers; then limit the launches (upscaling_speed, concurrency);
+4. scale down (`scale_down.py`): retire above max_workers, then machines idle longer than
+   their type's timeout that host no demand, never below min_workers.
+
+Nothing here ever acts on the head or on an IP outside the pool.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from onprem_ray_agent.model import Config, Decision, DemandSnapshot, Machine
+from onprem_ray_agent.policy.context import OCCUPYING, WORKING, Context, request_id
+from onprem_ray_agent.policy.inventory import follow_inventory
+from onprem_ray_agent.policy.observe import observe
+from onprem_ray_agent.policy.scale_down import scale_down
+from onprem_ray_agent.policy.scale_up import MAX_EXACT_SHAPES, scale_up
+
+__all__ = ["MAX_EXACT_SHAPES", "OCCUPYING", "WORKING", "Decision", "decide", "request_id"]
+
+
+def decide(config: Config, machines: Iterable[Machine], snapshot: DemandSnapshot,
+           now: float) -> Decision:
+    """What to do at `now`, given the pool's records and Ray's demand."""
+    ctx = Context.build(config, machines, snapshot, now)
+    observe(ctx)
+    follow_inventory(ctx)
+    if ctx.head_alive:
+        hosted = scale_up(ctx)
+        scale_down(ctx, hosted)
+    else:
+        ctx.notes.append(f"the head {ctx.head} is not ALIVE in Ray: no scaling this iteration "
+                         "(as Ray's Reconciler waits for the head node)")
+    return ctx.decision()

@@ -1,0 +1,55 @@
+"""Policy 1, observe: what Ray and the clock say about each recorded machine. Machines seen
+ALIVE join, joins that take too long fail, failed machines whose backoff elapsed become spare
+(or are quarantined), drains past their deadline fail."""
+
+from __future__ import annotations
+
+from onprem_ray_agent.model import Event, Machine, MachineState, ip_sort_key
+from onprem_ray_agent.policy.context import Context, plural, seconds
+
+S = MachineState
+
+
+def observe(ctx: Context) -> None:
+    for ip in sorted(ctx.records, key=ip_sort_key):
+        machine = ctx.records[ip]
+        ctx.current[ip] = machine
+        _observe_one(ctx, machine)
+
+
+def _observe_one(ctx: Context, machine: Machine) -> None:
+    config, now = ctx.config, ctx.now
+    alive = machine.ip in ctx.alive
+    state = machine.state
+    if alive and state == S.JOINING:
+        ctx.mark(machine, Event.JOINED, "seen ALIVE in Ray")
+    elif alive and state in (S.SPARE, S.FAILED):
+        ctx.mark(machine, Event.JOINED,
+                 f"found ALIVE in Ray while recorded {state.value}: adopted")
+    elif state == S.JOINING and now - machine.since > config.provision_timeout_s:
+        ctx.mark(machine, Event.PROVISION_TIMEOUT,
+                 f"not ALIVE in Ray {seconds(now - machine.since)} after the add "
+                 f"(provision_timeout_s {config.provision_timeout_s:g})")
+    elif state == S.ACTIVE and not alive and ctx.head_alive:
+        # Only a death Ray saw: after a head restart the GCS starts empty and workers
+        # register again by themselves within seconds.
+        if machine.ip in ctx.dead:
+            ctx.mark(machine, Event.LOST, "Ray reports its node DEAD")
+        else:
+            ctx.notes.append(f"{machine.ip} is active but not in Ray's node list yet: "
+                             "waiting for it to register")
+    elif state == S.FAILED:
+        limit = config.quarantine_after_failures
+        if limit and machine.failures >= limit:
+            last = f"; last error: {machine.last_error}" if machine.last_error else ""
+            ctx.mark(machine, Event.QUARANTINE,
+                     f"{machine.failures} consecutive failures{last}")
+        elif now >= machine.next_attempt_at:
+            ctx.mark(machine, Event.BACKOFF_ELAPSED,
+                     f"backoff after {plural(machine.failures, 'failure')} elapsed")
+    elif state == S.DRAINING and now - machine.since > config.drain_deadline_s:
+        ctx.mark(machine, Event.DRAIN_FAILED,
+                 f"not drained within drain_deadline_s {config.drain_deadline_s:g}")
+    elif state == S.QUARANTINED and alive:
+        ctx.notes.append(f"{machine.ip} is quarantined but ALIVE in Ray: left alone "
+                         f"({machine.reason})")

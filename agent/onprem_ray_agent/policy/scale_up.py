@@ -1,0 +1,445 @@
+"""Policy 3, scale up: place the demand on the cluster as Ray's autoscaler v2 would, adding
+machines of the types that score best for it, then limit the launches.
+
+In the order of Ray's `ResourceDemandScheduler.schedule`: min_workers, request_resources()
+(onto every node's total, as if idle), placement groups (each whole or not at all), then
+tasks and actors. Each is one pass of the `Placer`, which scores whole sets of bundles on
+each candidate node and scores the leftover again. Launches are then limited as Ray's
+`Reconciler._compute_to_launch` does (upscaling_speed, max_concurrent_launches).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Iterable
+
+from onprem_ray_agent.model import (
+    ActionKind,
+    DemandKind,
+    Event,
+    Infeasible,
+    MachineState,
+    PlacementGroupDemand,
+    PlacementStrategy,
+    Purpose,
+    Selectors,
+    format_resources,
+    format_selectors,
+    ip_sort_key,
+    selectors_match,
+)
+from onprem_ray_agent.packing import (
+    Attempt,
+    Placer,
+    Request,
+    Shape,
+    SimNode,
+    Why,
+    coarsen,
+    fits_in,
+    shape_of,
+)
+from onprem_ray_agent.policy.context import Context, Phase, plural
+from onprem_ray_agent.policy.launchpad import Launchpad
+
+S = MachineState
+PG = PlacementStrategy
+
+# Beyond this many distinct shapes of pending tasks and actors, their amounts are rounded up
+# to 2 significant digits so that the plan stays fast; it then covers at least the demand.
+MAX_EXACT_SHAPES = 256
+# The label a simulated node carries while it holds bundles of a placement group (Ray marks
+# such nodes with a `_PG_<id>` label); a label key of Ray's syntax never contains ':'.
+_GROUP_LABEL = "placement-group:"
+
+
+def scale_up(ctx: Context) -> dict[str, SimNode]:
+    """Plan and launch; returns the simulated nodes of the cluster by address."""
+    return _ScaleUp(ctx).run()
+
+
+class _ScaleUp:
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.config = ctx.config
+        self.pad = Launchpad(ctx)
+        self.demand = Placer()
+        self.floor = Placer() if ctx.snapshot.constraints else None
+        self.sim_by_ip: dict[str, SimNode] = {}
+        self.waiting: dict[Why, tuple[int, str]] = {}
+
+    def run(self) -> dict[str, SimNode]:
+        self._add_existing_nodes()
+        self.pad.placers = [p for p in (self.floor, self.demand) if p is not None]
+        self._min_workers()
+        if self.floor is not None:
+            self._request_resources(self.floor)
+        self.pad.placers = [self.demand]
+        self._placement_groups()
+        self._pending()
+        self._launch()
+        for why, (count, text) in self.waiting.items():
+            self.ctx.notes.append(f"waiting: {_describe(why, count)}: {text}")
+        return self.sim_by_ip
+
+    # ------------------------------------------------------------ the cluster there is
+
+    def _add_existing_nodes(self) -> None:
+        ctx = self.ctx
+        groups_on: dict[str, dict[str, str]] = {}  # ip -> labels of the groups placed there
+        for group in ctx.snapshot.placement_groups:
+            for ip in group.placed_on:
+                groups_on.setdefault(ip, {})[_GROUP_LABEL + group.id] = "1"
+        usable = []
+        for ip, node in ctx.alive.items():
+            machine = ctx.current.get(ip)
+            if machine is not None and (ip in ctx.leaving or machine.state in (S.DRAINING,
+                                                                               S.RETIRING)):
+                continue  # Ray schedules nothing new on a draining node
+            usable.append(node)
+        usable.sort(key=lambda node: (node.idle_s, ip_sort_key(node.ip)))
+        for node in usable:
+            machine = ctx.current.get(node.ip)
+            node_type = self.config.node_type(machine.node_type) if machine else None
+            labels = {**(node_type.labels if node_type else {}), **node.labels,
+                      **groups_on.get(node.ip, {})}
+            sim = SimNode(SimNode.ALIVE, machine.node_type if machine else None, node.ip,
+                          node.idle_s, labels)
+            self.sim_by_ip[node.ip] = sim
+            self.demand.add(sim, node.total, node.available)
+            if self.floor is not None:
+                self.floor.add(sim, node.total, node.total)
+        for node_type in self.config.node_types:
+            resources = self.pad.resources[node_type.name] or {}
+            for machine in ctx.members(node_type.name):
+                if machine.state != S.JOINING:
+                    continue
+                sim = SimNode(SimNode.JOINING, node_type.name, machine.ip,
+                              labels=node_type.labels)
+                self.sim_by_ip[machine.ip] = sim
+                for placer in (self.demand, self.floor):
+                    if placer is not None:
+                        placer.add(sim, resources, resources)
+
+    # ------------------------------------------------------------ min_workers
+
+    def _min_workers(self) -> None:
+        working = self.ctx.working()
+        for node_type in self.config.node_types:
+            need = node_type.effective_min - working.get(node_type.name, 0)
+            if need <= 0:
+                continue
+            nodes = self.pad.open(node_type.name, need)
+            for node in nodes:
+                node.why[(Purpose.MIN_WORKERS, node_type.name)] = 1
+            if len(nodes) < need:
+                self.ctx.notes.append(
+                    f"type {node_type.name} has {working.get(node_type.name, 0) + len(nodes)} "
+                    f"of min_workers {node_type.effective_min}: "
+                    f"{self.pad.blocked(node_type.name)}")
+        need = self.config.min_workers - sum(working.values()) - self.pad.total_opened
+        if need <= 0:
+            return
+        # No node type is named: prefer types without GPUs, then configuration order.
+        order = sorted(self.config.node_types,
+                       key=lambda t: (bool((self.pad.resources[t.name] or {}).get("GPU")),
+                                      self.config.node_types.index(t)))
+        for node_type in order:
+            for node in self.pad.open(node_type.name, need):
+                node.why[(Purpose.GLOBAL_MIN, "")] = 1
+                need -= 1
+        if need > 0:
+            self.ctx.notes.append(f"the cluster is {need} short of min_workers "
+                                  f"{self.config.min_workers}: no machine can be added")
+
+    # ------------------------------------------------------------ request_resources, tasks
+
+    def _request_resources(self, floor: Placer) -> None:
+        # A floor on capacity: placed onto total resources as if the cluster were idle
+        # (Ray: _enforce_resource_constraints).
+        requests = self._requests(self.ctx.snapshot.constraints, Purpose.CONSTRAINT,
+                                  DemandKind.CONSTRAINT)
+        self._pass(floor, requests)
+
+    def _pending(self) -> None:
+        requests = self._requests(self.ctx.snapshot.pending, Purpose.PENDING,
+                                  DemandKind.BUNDLE)
+        self._pass(self.demand, requests)
+
+    def _requests(self, demand: Iterable, purpose: Purpose, kind: DemandKind
+                  ) -> list[tuple[Request, int]]:
+        counts: dict[tuple[Shape, Selectors], int] = {}
+        for bundle in demand:
+            shape = shape_of(bundle.resources)
+            if shape and bundle.count > 0:
+                key = (shape, bundle.label_selectors)
+                counts[key] = counts.get(key, 0) + bundle.count
+        if purpose == Purpose.PENDING and len(counts) > MAX_EXACT_SHAPES:
+            self.ctx.notes.append(
+                f"{len(counts)} distinct shapes of pending bundles: amounts rounded up to 2 "
+                "significant digits for planning")
+            coarse: dict[tuple[Shape, Selectors], int] = {}
+            for (shape, selectors), count in counts.items():
+                key = (coarsen(shape), selectors)
+                coarse[key] = coarse.get(key, 0) + count
+            counts = coarse
+        requests = []
+        for (shape, selectors), count in counts.items():
+            why = (purpose, format_resources(dict(shape)) + format_selectors(selectors))
+            request = Request(shape, why, selectors)
+            if self._feasible(request, kind, count):
+                requests.append((request, count))
+        return requests
+
+    def _pass(self, placer: Placer, requests: list[tuple[Request, int]]) -> None:
+        """Place what can be placed (tasks and request_resources() need not be whole)."""
+        if not requests:
+            return
+        attempt = placer.attempt(requests, self.pad.templates, self.pad.room)
+        placer.apply(attempt, self.pad.open)
+        for request, left in attempt.leftover():
+            self.waiting[request.why] = (left, self._why_waiting(request))
+
+    # ------------------------------------------------------------ placement groups
+
+    def _placement_groups(self) -> None:
+        def gang_order(group: PlacementGroupDemand) -> tuple:
+            # Ray's _sort_gang_resource_requests: most placement constraints (each bundle of
+            # a STRICT group has one), then most bundles, first; ties keep Ray's order.
+            strict = group.strategy in (PG.STRICT_SPREAD, PG.STRICT_PACK)
+            return (-(len(group.bundles) if strict else 0), -len(group.bundles))
+
+        for group in sorted(self.ctx.snapshot.placement_groups, key=gang_order):
+            self._place_group(group)
+
+    def _place_group(self, group: PlacementGroupDemand) -> None:
+        bundles = [(shape_of(b), group.selectors(i)) for i, b in enumerate(group.bundles)]
+        bundles = [(shape, selectors) for shape, selectors in bundles if shape]
+        if not bundles:
+            return
+        strategy = group.strategy
+        why = (Purpose.PLACEMENT_GROUP, f"{group.id} ({strategy.value})")
+        text = (f"{group.id} {strategy.value} ["
+                + ", ".join(format_resources(dict(shape)) + format_selectors(selectors)
+                            for shape, selectors in bundles) + "]")
+        key = _GROUP_LABEL + group.id
+        placed = [ip for ip in group.placed_on if ip in self.sim_by_ip]
+        if strategy == PG.STRICT_PACK:
+            # Ray combines the bundles (of equal label selectors) into one request; bundles
+            # already placed tie the rest to their node.
+            combined: dict[Selectors, dict[str, float]] = {}
+            for shape, selectors in bundles:
+                total = combined.setdefault(selectors, {})
+                for name, amount in shape:
+                    total[name] = total.get(name, 0.0) + amount
+            requests = [Request(shape_of(total), why, selectors, tied=key if placed else "")
+                        for selectors, total in combined.items()]
+        elif strategy == PG.STRICT_SPREAD:
+            requests = [Request(shape, why, selectors, spread=key)
+                        for shape, selectors in bundles]
+        else:  # PACK and SPREAD are preferences: Ray's autoscaler packs both
+            requests = [Request(shape, why, selectors) for shape, selectors in bundles]
+        for request in requests:
+            if not self._possible(request):
+                if self._unknown_types(request):
+                    self.waiting[why] = (len(bundles), self._why_waiting(request))
+                else:
+                    self._infeasible(DemandKind.PLACEMENT_GROUP, text, 1,
+                                     f"bundle {_shape_text(request)} "
+                                     f"{self._fits_nothing(request)}")
+                return
+        if strategy == PG.STRICT_SPREAD:
+            most = self._most_distinct_nodes(min(requests, key=Request.order), placed)
+            if len(requests) > most:
+                self._infeasible(DemandKind.PLACEMENT_GROUP, text, 1,
+                                 f"STRICT_SPREAD needs {len(requests)} distinct nodes"
+                                 + (f" besides the {plural(len(placed), 'node')} holding "
+                                    "its placed bundles" if placed else "")
+                                 + f"; at most {most} can exist")
+                return
+        attempt = self.demand.attempt([(r, 1) for r in requests], self.pad.templates,
+                                      self.pad.room)
+        if attempt.complete:
+            self.demand.apply(attempt, self.pad.open)
+            return
+        request, _ = attempt.leftover()[0]
+        if request.tied:
+            reason = (f"STRICT_PACK: tied to {', '.join(placed)}, where its placed bundles "
+                      "are, which has no room for the rest")
+        else:
+            reason = self._why_waiting(request, attempt)
+        self.waiting[why] = (len(bundles), reason)
+
+    def _most_distinct_nodes(self, request: Request, placed: list[str]) -> int:
+        """How many different nodes could ever hold `request`: the alive nodes outside the
+        pool that can, plus every machine the configuration allows of the types that can,
+        less the nodes that hold bundles of its group already."""
+        ctx = self.ctx
+        outside = sum(1 for ip, node in ctx.alive.items()
+                      if ip not in ctx.current and ip not in placed
+                      and fits_in(node.total, request.shape)
+                      and selectors_match(request.selectors, node.labels))
+        pool = 0
+        for node_type in self.config.node_types:
+            resources = self.pad.resources[node_type.name]
+            if (resources and fits_in(resources, request.shape)
+                    and selectors_match(request.selectors, node_type.labels)):
+                members = [m for m in ctx.members(node_type.name) if m.ip not in placed]
+                pool += min(node_type.effective_max, len(members))
+        if self.config.max_workers is not None:
+            pool = min(pool, self.config.max_workers)
+        return outside + pool
+
+    # ------------------------------------------------------------ feasibility, reasons
+
+    def _type_holds(self, name: str, request: Request) -> bool:
+        node_type = self.config.node_type(name)
+        resources = self.pad.resources[name]
+        return bool(node_type and resources and fits_in(resources, request.shape)
+                    and selectors_match(request.selectors, node_type.labels))
+
+    def _possible(self, request: Request) -> bool:
+        """Some machine could ever hold one bundle: a type that allows workers and carries
+        the labels (Ray's `is_feasible`), or a node already in the cluster (e.g. the head)."""
+        if not request.tied:
+            for node_type in self.config.node_types:
+                if node_type.effective_max > 0 and self._type_holds(node_type.name, request):
+                    return True
+        ctx = self.ctx
+        return any(fits_in(node.total, request.shape) and request.allowed(sim.labels)
+                   for ip, node in ctx.alive.items()
+                   if ip not in ctx.leaving and (sim := self.sim_by_ip.get(ip)) is not None)
+
+    def _unknown_types(self, request: Request) -> list[str]:
+        """Types that might hold it once a machine of theirs shows what it offers."""
+        return [t.name for t in self.config.node_types
+                if not self.pad.resources[t.name] and t.effective_max > 0
+                and selectors_match(request.selectors, t.labels)]
+
+    def _fits_nothing(self, request: Request) -> str:
+        types = self.config.node_types
+        by_resources = [t.name for t in types if self.pad.resources[t.name]
+                        and fits_in(self.pad.resources[t.name] or {}, request.shape)]
+        if request.selectors and by_resources:
+            offers = ", ".join(f"{name} {dict(self.config.node_type(name).labels)}"
+                               for name in by_resources)
+            return (f"needs labels {' or '.join(str(s) for s in request.selectors)}, which no "
+                    f"node type that fits it carries ({offers}) nor any node in the cluster")
+        offers = ", ".join(f"{t.name} {format_resources(self.pad.resources[t.name] or {})}"
+                           for t in types)
+        return f"fits no node type ({offers or 'none'}) and no node in the cluster"
+
+    def _feasible(self, request: Request, kind: DemandKind, count: int) -> bool:
+        if self._possible(request):
+            return True
+        if self._unknown_types(request):
+            self.waiting[request.why] = (count, self._why_waiting(request))
+        else:
+            self._infeasible(kind, request.why[1], count, self._fits_nothing(request))
+        return False
+
+    def _infeasible(self, kind: DemandKind, demand: str, count: int, reason: str) -> None:
+        self.ctx.infeasible.append(Infeasible(kind=kind, demand=demand, count=count,
+                                              reason=reason))
+
+    def _why_waiting(self, request: Request, attempt: Attempt | None = None) -> str:
+        """Why bundles that could run somewhere wait: the limits of exactly the types that
+        could hold them, never of one that could not."""
+        reserved = attempt.new_counts() if attempt is not None else {}
+        reserved_total = sum(reserved.values())
+        reasons = []
+        for node_type in self.config.node_types:
+            name = node_type.name
+            if not self.pad.resources[name]:
+                if node_type.effective_max > 0 and selectors_match(request.selectors,
+                                                                   node_type.labels):
+                    reasons.append(f"type {name} declares no resources and none of its "
+                                   "machines is ALIVE yet")
+                continue
+            mine = reserved.get(name, 0)
+            if self._type_holds(name, request) and not self.pad.room(name, mine,
+                                                                     reserved_total):
+                reasons.append(self.pad.blocked(name, mine, reserved_total))
+        return "; ".join(dict.fromkeys(reasons)) or "only nodes busy with other work fit it"
+
+    # ------------------------------------------------------------ launches
+
+    def _launch(self) -> None:
+        """Cut the plan to what may start now. Per type, pending launches are at most
+        max(1, ceil(upscaling_speed x max(running, 1))), running counting the head when it
+        is of the type (Ray v2 `Reconciler._compute_to_launch`), less the machines already
+        joining (v1 `_get_concurrent_resource_demand_to_launch`), but never fewer than the
+        machines for min_workers, request_resources() and placement groups; then at most
+        max_concurrent_launches joining in all."""
+        ctx, config = self.ctx, self.config
+        joining = Counter(m.node_type for m in ctx.current.values() if m.state == S.JOINING)
+        budget = max(0, config.max_concurrent_launches - sum(joining.values()))
+        for node_type in config.node_types:
+            name = node_type.name
+            planned = self.pad.opened[name]
+            if not planned:
+                continue
+            running = sum(1 for m in ctx.members(name)
+                          if m.state == S.ACTIVE and m.ip in ctx.alive)
+            if config.head_node_type == name:
+                running += 1
+            cap = max(1, math.ceil(config.upscaling_speed * max(running, 1)))
+            urgent = sum(1 for node in planned if any(p.urgent for p, _ in node.why))
+            allowed = max(cap - joining[name], urgent)
+            count = min(len(planned), allowed, budget)
+            budget -= count
+            if count < min(len(planned), allowed):
+                ctx.notes.append(
+                    f"holding {len(planned) - count} of {len(planned)} planned adds of type "
+                    f"{name}: max_concurrent_launches {config.max_concurrent_launches} "
+                    f"reached ({sum(joining.values())} joining)")
+            elif count < len(planned):
+                ctx.notes.append(
+                    f"holding {len(planned) - count} of {len(planned)} planned adds of type "
+                    f"{name}: upscaling_speed {config.upscaling_speed:g} with {running} "
+                    f"running allows {cap} pending, {joining[name]} already joining")
+            if count <= 0:
+                continue
+            # Nodes for demand that must start at once go first.
+            planned.sort(key=lambda node: not any(p.urgent for p, _ in node.why))
+            ips = [machine.ip for machine in self.pad.candidates[name][:count]]
+            for node, ip in zip(planned, ips, strict=False):
+                node.ip = ip
+            reason = _add_reason(name, planned[:count], node_type.effective_min,
+                                 config.min_workers, ips)
+            ctx.act(Phase.ADD, ActionKind.ADD, Event.ADD_REQUESTED, name, ips, reason)
+
+
+def _shape_text(request: Request) -> str:
+    return format_resources(dict(request.shape)) + format_selectors(request.selectors)
+
+
+def _describe(why: Why, count: int) -> str:
+    purpose, text = why
+    if purpose == Purpose.PENDING:
+        return f"{count} pending {text} {'bundle' if count == 1 else 'bundles'}"
+    if purpose == Purpose.CONSTRAINT:
+        return f"{count} request_resources {text} {'bundle' if count == 1 else 'bundles'}"
+    if purpose == Purpose.PLACEMENT_GROUP:
+        return f"{plural(count, 'bundle')} of placement group {text}"
+    return text
+
+
+def _add_reason(name: str, nodes: list[SimNode], type_min: int, global_min: int,
+                ips: list[str]) -> str:
+    totals: dict[Why, int] = {}
+    for node in nodes:
+        for why, count in node.why.items():
+            totals[why] = totals.get(why, 0) + count
+    parts = []
+    if totals.pop((Purpose.MIN_WORKERS, name), 0):
+        parts.append(f"type {name} is below min_workers {type_min}")
+    if totals.pop((Purpose.GLOBAL_MIN, ""), 0):
+        parts.append(f"the cluster is below min_workers {global_min}")
+    demand = [_describe(why, count) for why, count in totals.items()]
+    if demand:
+        verb = "fits" if sum(totals.values()) == 1 else "fit"
+        parts.append(f"{', '.join(demand)} {verb} on type {name}")
+    return f"{'; '.join(parts)}: add {', '.join(ips)}"
+
