@@ -9,8 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+from onprem_ray_agent import DEFAULT_METRICS_PORT as DEFAULT_PORT
 from onprem_ray_agent import __version__
-from onprem_ray_agent.metrics import DEFAULT_PORT
 
 COMMANDS = ("run", "status", "plan")
 

@@ -1,7 +1,10 @@
 """The model to and from plain JSON-ready dicts, strictly: an unknown key or a wrong type is
 refused by its path (e.g. `config.node_types.gpu.resorces`), never ignored.
 
-The format is documented in agent/docs/plan-format.md.
+The format is documented in agent/docs/plan-format.md. Version 2 adds labels (node types' and
+nodes' `labels`, `label_selector` and `fallback_label_selectors` of demand, placement groups'
+`bundle_label_selectors`), partly placed placement groups (`placed_on`) and node types'
+`idle_timeout_s`; version 1 files are still read (without those keys).
 """
 
 from __future__ import annotations
@@ -18,6 +21,9 @@ from onprem_ray_agent.model import (
     Decision,
     DemandSnapshot,
     Infeasible,
+    LabelConstraint,
+    LabelOperator,
+    LabelSelector,
     Machine,
     MachineState,
     NodeType,
@@ -25,9 +31,16 @@ from onprem_ray_agent.model import (
     PlacementStrategy,
     RayNode,
     RayNodeState,
+    Selectors,
 )
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+# Keys that version 1 does not have, where they may appear.
+_V2_NODE_TYPE = ("labels", "idle_timeout_s")
+_V2_BUNDLES = ("label_selector", "fallback_label_selectors")
+_V2_GROUP = ("bundle_label_selectors", "placed_on")
+_V2_NODE = ("labels",)
 
 
 class FormatError(ValueError):
@@ -86,6 +99,73 @@ def _resources(value: Any, where: str) -> dict[str, float]:
             for name, amount in value.items()}
 
 
+def _labels(value: Any, where: str) -> dict[str, str]:
+    if not isinstance(value, Mapping):
+        raise FormatError(f"{where}: expected an object of label names to values")
+    return {_string(key, f"{where} key"): _string(text, f"{where}.{key}", allow_empty=True)
+            for key, text in value.items()}
+
+
+def _selector(value: Any, where: str) -> LabelSelector:
+    """Ray's syntax: {"key": "v"} (in), "!v" (not in), "in(a,b)", "!in(a,b)"."""
+    if not isinstance(value, Mapping):
+        raise FormatError(f"{where}: expected an object of label names to selectors")
+    constraints = []
+    for key, text in value.items():
+        at = f"{where}.{key}"
+        text = _string(text, at).strip()
+        operator = LabelOperator.IN
+        if text.startswith("!"):
+            operator, text = LabelOperator.NOT_IN, text[1:].strip()
+        if text.startswith("in(") and text.endswith(")"):
+            values = tuple(v.strip() for v in text[3:-1].split(","))
+        else:
+            values = (text,)
+        if not all(values):
+            raise FormatError(f"{at}: {value[key]!r} is not a label selector (\"v\", \"!v\", "
+                              "\"in(a,b)\" or \"!in(a,b)\")")
+        constraints.append(LabelConstraint(_string(key, f"{where} key"), operator,
+                                           tuple(sorted(values))))
+    return LabelSelector(tuple(constraints))
+
+
+def _selectors(data: Mapping[str, Any], where: str) -> Selectors:
+    """`label_selector`, then `fallback_label_selectors`, as Ray's list of alternatives."""
+    selectors = []
+    if data.get("label_selector"):
+        selectors.append(_selector(data["label_selector"], f"{where}.label_selector"))
+    fallbacks = _list(data.get("fallback_label_selectors", []),
+                      f"{where}.fallback_label_selectors")
+    if fallbacks and not selectors:
+        raise FormatError(f"{where}.fallback_label_selectors: needs a label_selector first")
+    selectors += [_selector(item, f"{where}.fallback_label_selectors[{i}]")
+                  for i, item in enumerate(fallbacks)]
+    return tuple(selectors)
+
+
+def selector_to_dict(selector: LabelSelector) -> dict[str, str]:
+    out = {}
+    for constraint in selector.constraints:
+        negate = "!" if constraint.operator == LabelOperator.NOT_IN else ""
+        values = constraint.values
+        out[constraint.key] = (f"{negate}{values[0]}" if len(values) == 1
+                               else f"{negate}in({','.join(values)})")
+    return out
+
+
+def selectors_to_dict(selectors: Selectors) -> dict[str, Any]:
+    if not selectors:
+        return {}
+    out: dict[str, Any] = {"label_selector": selector_to_dict(selectors[0])}
+    if len(selectors) > 1:
+        out["fallback_label_selectors"] = [selector_to_dict(s) for s in selectors[1:]]
+    return out
+
+
+def _v2(keys: tuple[str, ...], version: int) -> tuple[str, ...]:
+    return keys if version >= 2 else ()
+
+
 def _enum(kind: Callable[[str], Any], value: Any, where: str) -> Any:
     try:
         return kind(value)
@@ -108,13 +188,14 @@ _CONFIG_NUMBERS = ("upscaling_speed", "idle_timeout_minutes", "provision_timeout
 _CONFIG_INTEGERS = ("min_workers", "max_concurrent_launches", "quarantine_after_failures")
 
 
-def config_from_dict(value: Any, where: str = "config") -> Config:
+def config_from_dict(value: Any, where: str = "config", version: int = FORMAT_VERSION
+                     ) -> Config:
     data = _object(value, where, ("head_ip", "node_types"),
                    ("head_node_type", "max_workers", *_CONFIG_NUMBERS, *_CONFIG_INTEGERS))
     types = data["node_types"]
     if not isinstance(types, Mapping):
         raise FormatError(f"{where}.node_types: expected an object of node types by name")
-    node_types = tuple(_node_type(name, spec, f"{where}.node_types.{name}")
+    node_types = tuple(_node_type(name, spec, f"{where}.node_types.{name}", version)
                        for name, spec in types.items())
     values: dict[str, Any] = {
         "head_ip": _string(data["head_ip"], f"{where}.head_ip"),
@@ -133,8 +214,9 @@ def config_from_dict(value: Any, where: str = "config") -> Config:
     return _build(Config, where, **values)
 
 
-def _node_type(name: Any, value: Any, where: str) -> NodeType:
-    data = _object(value, where, ("ips",), ("resources", "min_workers", "max_workers"))
+def _node_type(name: Any, value: Any, where: str, version: int) -> NodeType:
+    data = _object(value, where, ("ips",), ("resources", "min_workers", "max_workers",
+                                            *_v2(_V2_NODE_TYPE, version)))
     ips = tuple(_string(ip, f"{where}.ips[{i}]")
                 for i, ip in enumerate(_list(data["ips"], f"{where}.ips")))
     return _build(
@@ -145,6 +227,9 @@ def _node_type(name: Any, value: Any, where: str) -> NodeType:
         min_workers=_integer(data.get("min_workers", 0), f"{where}.min_workers"),
         max_workers=(None if data.get("max_workers") is None
                      else _integer(data["max_workers"], f"{where}.max_workers")),
+        labels=_labels(data.get("labels", {}), f"{where}.labels"),
+        idle_timeout_s=(None if data.get("idle_timeout_s") is None
+                        else _number(data["idle_timeout_s"], f"{where}.idle_timeout_s")),
     )
 
 
@@ -168,33 +253,51 @@ def machine_from_dict(value: Any, where: str) -> Machine:
     )
 
 
-def _bundles(value: Any, where: str) -> tuple[BundleDemand, ...]:
+def _bundles(value: Any, where: str, version: int) -> tuple[BundleDemand, ...]:
     out = []
     for i, item in enumerate(_list(value, where)):
-        data = _object(item, f"{where}[{i}]", ("resources",), ("count",))
+        at = f"{where}[{i}]"
+        data = _object(item, at, ("resources",), ("count", *_v2(_V2_BUNDLES, version)))
         out.append(BundleDemand(
-            resources=_resources(data["resources"], f"{where}[{i}].resources"),
-            count=_integer(data.get("count", 1), f"{where}[{i}].count")))
+            resources=_resources(data["resources"], f"{at}.resources"),
+            count=_integer(data.get("count", 1), f"{at}.count"),
+            label_selectors=_selectors(data, at)))
     return tuple(out)
 
 
-def demand_from_dict(value: Any, where: str = "demand") -> DemandSnapshot:
+def _placement_group(item: Any, at: str, version: int) -> PlacementGroupDemand:
+    group = _object(item, at, ("id", "strategy", "bundles"), _v2(_V2_GROUP, version))
+    bundles = tuple(_resources(bundle, f"{at}.bundles[{j}]")
+                    for j, bundle in enumerate(_list(group["bundles"], f"{at}.bundles")))
+    selectors = _list(group.get("bundle_label_selectors", []), f"{at}.bundle_label_selectors")
+    if selectors and len(selectors) != len(bundles):
+        raise FormatError(f"{at}.bundle_label_selectors: {len(selectors)} selectors for "
+                          f"{len(bundles)} bundles (one per bundle, {{}} for none)")
+    by_bundle = tuple(
+        (_selector(item, f"{at}.bundle_label_selectors[{j}]"),) if item else ()
+        for j, item in enumerate(selectors))
+    return PlacementGroupDemand(
+        id=_string(group["id"], f"{at}.id"),
+        strategy=_enum(PlacementStrategy, group["strategy"], f"{at}.strategy"),
+        bundles=bundles,
+        bundle_selectors=by_bundle if any(by_bundle) else (),
+        placed_on=tuple(_string(ip, f"{at}.placed_on[{j}]")
+                        for j, ip in enumerate(_list(group.get("placed_on", []),
+                                                     f"{at}.placed_on"))),
+    )
+
+
+def demand_from_dict(value: Any, where: str = "demand", version: int = FORMAT_VERSION
+                     ) -> DemandSnapshot:
     data = _object(value, where, (), ("pending", "placement_groups", "constraints", "nodes"))
-    groups = []
-    for i, item in enumerate(_list(data.get("placement_groups", []),
-                                   f"{where}.placement_groups")):
-        at = f"{where}.placement_groups[{i}]"
-        group = _object(item, at, ("id", "strategy", "bundles"), ())
-        groups.append(PlacementGroupDemand(
-            id=_string(group["id"], f"{at}.id"),
-            strategy=_enum(PlacementStrategy, group["strategy"], f"{at}.strategy"),
-            bundles=tuple(_resources(bundle, f"{at}.bundles[{j}]")
-                          for j, bundle in enumerate(_list(group["bundles"], f"{at}.bundles"))),
-        ))
+    groups = [_placement_group(item, f"{where}.placement_groups[{i}]", version)
+              for i, item in enumerate(_list(data.get("placement_groups", []),
+                                             f"{where}.placement_groups"))]
     nodes = []
     for i, item in enumerate(_list(data.get("nodes", []), f"{where}.nodes")):
         at = f"{where}.nodes[{i}]"
-        node = _object(item, at, ("ip",), ("state", "node_id", "total", "available", "idle_s"))
+        node = _object(item, at, ("ip",), ("state", "node_id", "total", "available", "idle_s",
+                                           *_v2(_V2_NODE, version)))
         total = _resources(node.get("total", {}), f"{at}.total")
         nodes.append(RayNode(
             ip=_string(node["ip"], f"{at}.ip"),
@@ -203,11 +306,12 @@ def demand_from_dict(value: Any, where: str = "demand") -> DemandSnapshot:
             total=total,
             available=_resources(node.get("available", total), f"{at}.available"),
             idle_s=_number(node.get("idle_s", 0.0), f"{at}.idle_s"),
+            labels=_labels(node.get("labels", {}), f"{at}.labels"),
         ))
     return DemandSnapshot(
-        pending=_bundles(data.get("pending", []), f"{where}.pending"),
+        pending=_bundles(data.get("pending", []), f"{where}.pending", version),
         placement_groups=tuple(groups),
-        constraints=_bundles(data.get("constraints", []), f"{where}.constraints"),
+        constraints=_bundles(data.get("constraints", []), f"{where}.constraints", version),
         nodes=tuple(nodes),
     )
 
@@ -226,9 +330,9 @@ def plan_input_from_dict(value: Any) -> PlanInput:
     data = _object(value, "snapshot", ("config", "now"),
                    ("format_version", "machines", "demand"))
     version = _integer(data.get("format_version", FORMAT_VERSION), "format_version", 1)
-    if version != FORMAT_VERSION:
-        raise FormatError(f"format_version: {version} is not supported "
-                          f"(this agent reads {FORMAT_VERSION})")
+    if version not in READABLE_VERSIONS:
+        raise FormatError(f"format_version: {version} is not supported (this agent reads "
+                          f"{' and '.join(str(v) for v in READABLE_VERSIONS)})")
     machines = tuple(machine_from_dict(item, f"machines[{i}]")
                      for i, item in enumerate(_list(data.get("machines", []), "machines")))
     ips = [machine.ip for machine in machines]
@@ -236,9 +340,9 @@ def plan_input_from_dict(value: Any) -> PlanInput:
         duplicate = next(ip for ip in ips if ips.count(ip) > 1)
         raise FormatError(f"machines: {duplicate} is listed twice")
     return PlanInput(
-        config=config_from_dict(data["config"]),
+        config=config_from_dict(data["config"], version=version),
         machines=machines,
-        demand=demand_from_dict(data.get("demand", {})),
+        demand=demand_from_dict(data.get("demand", {}), version=version),
         now=_number(data["now"], "now"),
     )
 

@@ -95,6 +95,7 @@ def config_from_cluster(cluster: Any, **agent_settings: Any) -> Config:
             resources={name: float(amount) for name, amount in node_type.resources.items()},
             min_workers=node_type.min_workers,
             max_workers=node_type.max_workers,
+            labels=dict(node_type.labels),
         )
         for node_type in cluster.node_types
     )

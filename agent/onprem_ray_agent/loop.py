@@ -20,14 +20,14 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from onprem_ray_agent import outcomes, transitions
-from onprem_ray_agent.adapters.ray_state import RaySnapshot, RayUnavailable
+from onprem_ray_agent.adapters.ray_state import RayUnavailable
 from onprem_ray_agent.adapters.runner import (
     ADD_WORKERS,
     RETIRE_WORKERS,
     PlaybookRunner,
     RunResult,
 )
-from onprem_ray_agent.demand import demand_snapshot, has_demand
+from onprem_ray_agent.demand import has_demand
 from onprem_ray_agent.model import (
     Action,
     ActionKind,
@@ -52,7 +52,7 @@ _RUN_SUMMARY_CHARS = 8000
 
 
 class RayState(Protocol):
-    def snapshot(self) -> RaySnapshot: ...
+    def snapshot(self) -> DemandSnapshot: ...
 
 
 class Metrics(Protocol):
@@ -163,7 +163,7 @@ class Agent:
         started = self._monotonic()
         finished = [] if self.dry_run else self.collect_runs(now)
         try:
-            raw = self.ray.snapshot()
+            demand = self.ray.snapshot()
         except RayUnavailable as err:
             report = IterationReport(now=now, ray_error=str(err), finished=tuple(finished),
                                      duration_s=self._monotonic() - started,
@@ -174,7 +174,6 @@ class Agent:
         if self._ray_down_since is not None:
             log.info("Ray's GCS answers again after %.0f s", now - self._ray_down_since)
             self._ray_down_since = None
-        demand = demand_snapshot(raw)
         self._track_demand(demand, now)
         machines = self._machines()
         decision = decide(self.config, machines.values(), demand, now)
@@ -202,8 +201,7 @@ class Agent:
         if running:
             log.info("stopping: canceling %s", ", ".join(running))
             self.runner.cancel_all()
-            wait = getattr(self.runner, "wait", None)
-            if wait is not None and not wait(wait_s):
+            if not self.runner.wait(wait_s):
                 log.warning("stopping: runs still running after %.0f s: %s", wait_s,
                             ", ".join(self.runner.running()))
         return self.collect_runs(now)
@@ -343,11 +341,10 @@ class Agent:
     def _reach(self, action: Action, machine: Machine, step: _Iteration) -> bool:
         """A machine gone from the inventory may still be retired (never added), when the
         runner can reach it with what the inventory says of its node type."""
-        reach = getattr(self.runner, "reach", None)
-        if action.kind != ActionKind.RETIRE or reach is None:
+        if action.kind != ActionKind.RETIRE or self.runner is None:
             return False
         try:
-            return bool(reach(machine.ip, machine.node_type))
+            return bool(self.runner.reach(machine.ip, machine.node_type))
         except ValueError as err:
             step.held.append(f"{machine.ip}: {err}")
             return False

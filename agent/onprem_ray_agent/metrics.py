@@ -10,11 +10,12 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from onprem_ray_agent import DEFAULT_METRICS_PORT
 from onprem_ray_agent.demand import pending_by_resource
 from onprem_ray_agent.model import Config, Machine, MachineState
 
 PREFIX = "onprem_ray_agent"
-DEFAULT_PORT = 9480
+DEFAULT_PORT = DEFAULT_METRICS_PORT
 # Playbook runs and scale-up take seconds to minutes.
 _SLOW_BUCKETS = (1, 2, 5, 10, 15, 20, 30, 45, 60, 90, 120, 180, 300, 600, 1200)
 _LOOP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)

@@ -154,9 +154,8 @@ def _serve(options: Options, loaded: LoadedConfig, store: StateStore, signals: S
                 signals.reload.clear()
                 loaded = _reload(options, loaded)
                 agent.reconfigure(loaded.config)
-                set_pool = getattr(runner, "set_pool", None)
-                if set_pool is not None:
-                    set_pool(loaded.pool, loaded.path, loaded.hostvars_of_leaving)
+                if runner is not None:
+                    runner.set_pool(loaded.pool, loaded.path, loaded.hostvars_of_leaving)
             try:
                 report = agent.iterate(time.time())
             except Exception:  # the next iteration starts from the store and Ray again

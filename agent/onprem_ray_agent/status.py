@@ -15,27 +15,44 @@ import time
 from pathlib import Path
 from typing import Any
 
-from onprem_ray_agent.codec import decision_to_dict, machine_to_dict
+from onprem_ray_agent.codec import (
+    decision_to_dict,
+    machine_to_dict,
+    selector_to_dict,
+    selectors_to_dict,
+)
 from onprem_ray_agent.demand import pending_by_resource
 from onprem_ray_agent.loop import IterationReport
-from onprem_ray_agent.model import DemandSnapshot, format_resources
+from onprem_ray_agent.model import DemandSnapshot, PlacementGroupDemand, format_resources
 from onprem_ray_agent.store import Run, StateStore
 
 STATUS_FILE = "status.json"
 RECENT_RUNS = 10
 
 
+def _group_to_dict(group: PlacementGroupDemand) -> dict[str, Any]:
+    out: dict[str, Any] = {"id": group.id, "strategy": group.strategy.value,
+                           "bundles": [dict(b) for b in group.bundles]}
+    if group.bundle_selectors:
+        out["bundle_label_selectors"] = [
+            selector_to_dict(group.selectors(i)[0]) if group.selectors(i) else {}
+            for i in range(len(group.bundles))]
+    if group.placed_on:
+        out["placed_on"] = list(group.placed_on)
+    return out
+
+
 def demand_to_dict(demand: DemandSnapshot) -> dict[str, Any]:
+    """Ray's demand as the plan format writes it (with each node's labels)."""
     return {
-        "pending": [{"resources": dict(b.resources), "count": b.count} for b in demand.pending],
-        "placement_groups": [{"id": g.id, "strategy": g.strategy.value,
-                              "bundles": [dict(b) for b in g.bundles]}
-                             for g in demand.placement_groups],
+        "pending": [{"resources": dict(b.resources), "count": b.count}
+                    | selectors_to_dict(b.label_selectors) for b in demand.pending],
+        "placement_groups": [_group_to_dict(g) for g in demand.placement_groups],
         "constraints": [{"resources": dict(b.resources), "count": b.count}
-                        for b in demand.constraints],
+                        | selectors_to_dict(b.label_selectors) for b in demand.constraints],
         "by_resource": pending_by_resource(demand),
-        "nodes": [{"ip": n.ip, "state": n.state.value, "idle_s": n.idle_s}
-                  for n in demand.nodes],
+        "nodes": [{"ip": n.ip, "state": n.state.value, "idle_s": n.idle_s,
+                   "labels": dict(n.labels)} for n in demand.nodes],
     }
 
 
@@ -128,16 +145,37 @@ def _indent(text: str, prefix: str = "      ") -> str:
     return "\n".join(prefix + line for line in text.strip().splitlines())
 
 
+def _selector_text(selector: dict[str, str]) -> str:
+    return "{" + ", ".join(f"{key}={value}" for key, value in selector.items()) + "}"
+
+
+def _labels_text(item: dict[str, Any]) -> str:
+    """' with labels {gpu=a100} or {gpu=l4}' for demand with selectors, else ''."""
+    if not item.get("label_selector"):
+        return ""
+    selectors = [item["label_selector"], *item.get("fallback_label_selectors", [])]
+    return " with labels " + " or ".join(_selector_text(s) for s in selectors)
+
+
+def _bundle_text(group: dict[str, Any], index: int) -> str:
+    selectors = group.get("bundle_label_selectors") or []
+    selector = selectors[index] if index < len(selectors) else {}
+    text = format_resources(group["bundles"][index])
+    return f"{text} with labels {_selector_text(selector)}" if selector else text
+
+
 def _demand_lines(demand: dict[str, Any] | None) -> list[str]:
     if not demand:
         return ["  (unknown: Ray was not asked)"]
-    lines = [f"  {b['count']} x {format_resources(b['resources'])} (tasks and actors)"
-             for b in demand["pending"]]
-    lines += [f"  placement group {g['id']} {g['strategy']}: "
-              + ", ".join(format_resources(b) for b in g["bundles"])
-              for g in demand["placement_groups"]]
-    lines += [f"  {b['count']} x {format_resources(b['resources'])} (request_resources)"
-              for b in demand["constraints"]]
+    lines = [f"  {b['count']} x {format_resources(b['resources'])}{_labels_text(b)} "
+             "(tasks and actors)" for b in demand["pending"]]
+    for g in demand["placement_groups"]:
+        placed = (f" (partly placed, on {', '.join(g['placed_on'])})"
+                  if g.get("placed_on") else "")
+        lines.append(f"  placement group {g['id']} {g['strategy']}{placed}: "
+                     + ", ".join(_bundle_text(g, i) for i in range(len(g["bundles"]))))
+    lines += [f"  {b['count']} x {format_resources(b['resources'])}{_labels_text(b)} "
+              "(request_resources)" for b in demand["constraints"]]
     return lines or ["  none"]
 
 

@@ -11,14 +11,16 @@ from types import MappingProxyType
 
 from decide_fixtures import HEAD, RESOURCES, ip
 
-from onprem_ray_agent.adapters import ray_state
+from onprem_ray_agent.adapters.ray_state import RayUnavailable
 from onprem_ray_agent.adapters.runner import OK, PoolViolation, RunResult
+from onprem_ray_agent.model import BundleDemand, DemandSnapshot, RayNode, RayNodeState
 
 
 def _node(address: str, total: dict, idle_s: float, alive: bool, free: dict | None = None,
-          ) -> ray_state.RayNode:
-    return ray_state.RayNode(
-        node_id=f"id-{address}", ip=address, alive=alive, is_head=address == HEAD,
+          ) -> RayNode:
+    return RayNode(
+        node_id=f"id-{address}", ip=address,
+        state=RayNodeState.ALIVE if alive else RayNodeState.DEAD, is_head=address == HEAD,
         total=MappingProxyType(dict(total)),
         available=MappingProxyType(dict(total if free is None else free)), idle_s=idle_s)
 
@@ -27,8 +29,8 @@ class FakeRay:
     """Ray's GCS: a head, the workers set ALIVE (or DEAD), pending bundles."""
 
     def __init__(self) -> None:
-        self.nodes: dict[str, ray_state.RayNode] = {HEAD: _node(HEAD, {}, 0.0, True)}
-        self.pending: list[ray_state.Bundles] = []
+        self.nodes: dict[str, RayNode] = {HEAD: _node(HEAD, {}, 0.0, True)}
+        self.pending: list[BundleDemand] = []
         self.down = ""  # an error text: the GCS does not answer
 
     def alive(self, name: str, i: int, idle_s: float = 0.0, busy: bool = False) -> None:
@@ -40,14 +42,12 @@ class FakeRay:
         self.nodes[ip(name, i)] = _node(ip(name, i), RESOURCES[name], 0.0, False)
 
     def want(self, count: int, **shape: float) -> None:
-        self.pending = [ray_state.Bundles(MappingProxyType(dict(shape)), count)] if count else []
+        self.pending = [BundleDemand(MappingProxyType(dict(shape)), count)] if count else []
 
-    def snapshot(self) -> ray_state.RaySnapshot:
+    def snapshot(self) -> DemandSnapshot:
         if self.down:
-            raise ray_state.RayUnavailable(self.down)
-        return ray_state.RaySnapshot(nodes=tuple(self.nodes.values()),
-                                     task_actor_demand=tuple(self.pending),
-                                     placement_groups=(), constraints=(), query_s=0.001)
+            raise RayUnavailable(self.down)
+        return DemandSnapshot(pending=tuple(self.pending), nodes=tuple(self.nodes.values()))
 
 
 @dataclass
@@ -100,6 +100,12 @@ class FakeRunner:
 
     def reach(self, address: str, node_type: str) -> bool:
         return address in self.pool or address in self.reachable
+
+    def wait(self, timeout_s: float) -> bool:
+        return not self._running
+
+    def set_pool(self, pool, inventory=None, leaving_hostvars=None) -> None:
+        self.pool = frozenset(pool)
 
     def poll(self) -> list[RunResult]:
         done, self._done = self._done, []

@@ -1,82 +1,160 @@
-"""Ray adapter records -> the decision's DemandSnapshot."""
+# ruff: noqa: F821 - Ray's proto classes are bound by the _ray_protos fixture
+"""Ray's `ClusterResourceState` (real protos, built here) -> the model's `DemandSnapshot`, and
+the demand helpers. The contract tests hold the same conversion to a real Ray head."""
 
 from __future__ import annotations
 
-from types import MappingProxyType
-
 import pytest
 
-from onprem_ray_agent.adapters.ray_state import Bundles, RaySnapshot
-from onprem_ray_agent.adapters.ray_state import PlacementGroupDemand as RayPG
-from onprem_ray_agent.adapters.ray_state import RayNode as RayStateNode
-from onprem_ray_agent.demand import demand_snapshot, has_demand, pending_by_resource
-from onprem_ray_agent.model import PlacementStrategy, RayNodeState
+from onprem_ray_agent.adapters import ray_state
+from onprem_ray_agent.demand import has_demand, pending_by_resource
+from onprem_ray_agent.model import (
+    LabelConstraint,
+    LabelOperator,
+    LabelSelector,
+    PlacementStrategy,
+    RayNodeState,
+)
+
+IN, NOT_IN = 1, 2  # common.proto LabelSelectorOperator
 
 
-def shape(**amounts: float) -> MappingProxyType:
-    return MappingProxyType(dict(amounts))
+@pytest.fixture(autouse=True)
+def _ray_protos() -> None:
+    """Ray's protos, imported when a test runs, not when it is collected: importing Ray fixes
+    its token settings for the process, which the contract tests set first."""
+    from ray.core.generated import autoscaler_pb2, common_pb2
+
+    names = ("AffinityConstraint", "AntiAffinityConstraint", "BundleSelector",
+             "ClusterResourceConstraint", "ClusterResourceState", "GangResourceRequest",
+             "NodeState", "NodeStatus", "PlacementConstraint", "ResourceRequest",
+             "ResourceRequestByCount")
+    globals().update({name: getattr(autoscaler_pb2, name) for name in names})
+    globals().update(RayLabelSelector=common_pb2.LabelSelector,
+                     LabelSelectorConstraint=common_pb2.LabelSelectorConstraint)
+    assert (IN, NOT_IN) == (common_pb2.LabelSelectorOperator.LABEL_OPERATOR_IN,
+                            common_pb2.LabelSelectorOperator.LABEL_OPERATOR_NOT_IN)
 
 
-def ray_node(ip: str, alive: bool = True, idle_s: float = 0.0) -> RayStateNode:
-    return RayStateNode(node_id=f"id-{ip}", ip=ip, alive=alive, is_head=False,
-                        total=shape(CPU=4.0), available=shape(CPU=1.5), idle_s=idle_s)
+def _selector(*constraints: tuple[str, int, tuple[str, ...]]):
+    return RayLabelSelector(label_constraints=[
+        LabelSelectorConstraint(label_key=key, operator=op, label_values=list(values))
+        for key, op, values in constraints])
 
 
-def snapshot(**kwargs) -> RaySnapshot:
-    kwargs.setdefault("nodes", ())
-    kwargs.setdefault("task_actor_demand", ())
-    kwargs.setdefault("placement_groups", ())
-    kwargs.setdefault("constraints", ())
-    return RaySnapshot(query_s=0.01, **kwargs)
+def _node(ip: str, status: int = 1, **kwargs):  # 1: NodeStatus.RUNNING
+    kwargs.setdefault("total_resources", {"CPU": 4.0, "node:" + ip: 1.0})
+    return NodeState(node_id=bytes.fromhex("ab" * 28), node_ip_address=ip, status=status,
+                     **kwargs)
 
 
-def test_pending_bundles_keep_their_counts_and_empty_ones_are_dropped():
-    result = demand_snapshot(snapshot(task_actor_demand=(
-        Bundles(shape(CPU=1.0), 3), Bundles(shape(GPU=1.0, CPU=2.0), 1),
-        Bundles(shape(CPU=9.0), 0))))
-    assert [(dict(b.resources), b.count) for b in result.pending] == [
-        ({"CPU": 1.0}, 3), ({"GPU": 1.0, "CPU": 2.0}, 1)]
-    assert has_demand(result)
+def test_the_adapters_status_numbers_are_rays() -> None:
+    assert (ray_state.NODE_DEAD, ray_state.NODE_IDLE) == (NodeStatus.DEAD, NodeStatus.IDLE)
 
 
-@pytest.mark.parametrize(("given", "expected"), [
-    ("PACK", PlacementStrategy.PACK),
-    ("SPREAD", PlacementStrategy.SPREAD),
-    ("STRICT_PACK", PlacementStrategy.STRICT_PACK),
-    ("STRICT_SPREAD", PlacementStrategy.STRICT_SPREAD),
-    ("strict_spread", PlacementStrategy.STRICT_SPREAD),
-    ("SOMETHING_NEW", PlacementStrategy.PACK),
-])
-def test_placement_groups_keep_their_strategy_and_every_bundle(given, expected):
-    group = RayPG(pg_id="pg1", strategy=given,
-                  bundles=(Bundles(shape(CPU=2.0), 2), Bundles(shape(GPU=1.0), 1)))
-    (result,) = demand_snapshot(snapshot(placement_groups=(group,))).placement_groups
-    assert result.id == "pg1"
-    assert result.strategy == expected
-    assert [dict(b) for b in result.bundles] == [{"CPU": 2.0}, {"CPU": 2.0}, {"GPU": 1.0}]
+def test_nodes_with_labels_idle_time_and_the_head() -> None:
+    state = ClusterResourceState(node_states=[
+        _node("10.0.0.1", total_resources={"CPU": 2.0, ray_state.HEAD_MARKER: 1.0},
+              available_resources={"CPU": 2.0}),
+        _node("10.0.1.1", NodeStatus.IDLE, idle_duration_ms=12_500,
+              available_resources={"CPU": 4.0}, labels={"zone": "a"}),
+        _node("10.0.1.2", NodeStatus.RUNNING, idle_duration_ms=9_000),
+        _node("10.0.1.3", NodeStatus.DEAD),
+    ])
+    head, idle, busy, dead = ray_state.snapshot_from_state(state).nodes
+    assert head.is_head and head.total == {"CPU": 2.0}
+    assert idle.idle_s == 12.5 and idle.labels == {"zone": "a"}
+    assert idle.total == {"CPU": 4.0}  # no node: marker resources
+    assert busy.idle_s == 0.0 and busy.available == {"CPU": 0.0}
+    assert dead.state == RayNodeState.DEAD and not idle.is_head
 
 
-def test_constraints_are_not_pending_work():
-    result = demand_snapshot(snapshot(constraints=(Bundles(shape(CPU=1.0), 8),)))
-    assert [(dict(b.resources), b.count) for b in result.constraints] == [({"CPU": 1.0}, 8)]
-    assert result.pending == ()
-    assert not has_demand(result)
+def test_pending_tasks_carry_their_label_selectors() -> None:
+    request = ResourceRequest(resources_bundle={"CPU": 1.0}, label_selectors=[
+        _selector(("gpu", IN, ("a100", "h100")), ("zone", NOT_IN, ("b",))),
+        _selector(("gpu", IN, ("l4",)))])
+    state = ClusterResourceState(pending_resource_requests=[
+        ResourceRequestByCount(request=request, count=3),
+        ResourceRequestByCount(request=ResourceRequest(resources_bundle={"GPU": 1.0}),
+                               count=0)])
+    snapshot = ray_state.snapshot_from_state(state)
+    (bundle,) = snapshot.pending
+    assert bundle.count == 3 and dict(bundle.resources) == {"CPU": 1.0}
+    assert bundle.label_selectors == (
+        LabelSelector((LabelConstraint("gpu", LabelOperator.IN, ("a100", "h100")),
+                       LabelConstraint("zone", LabelOperator.NOT_IN, ("b",)))),
+        LabelSelector((LabelConstraint("gpu", LabelOperator.IN, ("l4",)),)))
+    assert has_demand(snapshot)
 
 
-def test_nodes_keep_state_resources_and_idle_time():
-    result = demand_snapshot(snapshot(nodes=(ray_node("10.0.1.1", idle_s=12.5),
-                                             ray_node("10.0.1.2", alive=False))))
-    alive, dead = result.nodes
-    assert (alive.ip, alive.state, alive.node_id) == ("10.0.1.1", RayNodeState.ALIVE,
-                                                      "id-10.0.1.1")
-    assert (dict(alive.total), dict(alive.available), alive.idle_s) == (
-        {"CPU": 4.0}, {"CPU": 1.5}, 12.5)
-    assert dead.state == RayNodeState.DEAD
+def test_rays_empty_selector_is_none() -> None:
+    request = ResourceRequest(resources_bundle={"CPU": 1.0}, label_selectors=[_selector()])
+    state = ClusterResourceState(pending_resource_requests=[
+        ResourceRequestByCount(request=request, count=1)])
+    assert ray_state.snapshot_from_state(state).pending[0].label_selectors == ()
 
 
-def test_pending_by_resource_adds_tasks_and_placement_groups():
-    result = demand_snapshot(snapshot(
-        task_actor_demand=(Bundles(shape(CPU=1.0), 3),),
-        placement_groups=(RayPG("pg", "PACK", (Bundles(shape(CPU=2.0, GPU=1.0), 2),)),),
-        constraints=(Bundles(shape(CPU=100.0), 1),)))
-    assert pending_by_resource(result) == {"CPU": 7.0, "GPU": 2.0}
+def test_an_unknown_operator_matches_no_node_as_in_rays_scheduler() -> None:
+    request = ResourceRequest(resources_bundle={"CPU": 1.0},
+                              label_selectors=[_selector(("zone", 0, ("a",)))])
+    state = ClusterResourceState(pending_resource_requests=[
+        ResourceRequestByCount(request=request, count=1)])
+    (selector,) = ray_state.snapshot_from_state(state).pending[0].label_selectors
+    assert not selector.matches({"zone": "a"}) and not selector.matches({})
+
+
+def test_a_partly_placed_strict_spread_group_names_the_nodes_that_hold_its_bundles() -> None:
+    mark = PlacementConstraint(anti_affinity=AntiAffinityConstraint(
+        label_name="_PG_abc", label_value="abc"))
+    gang = GangResourceRequest(
+        requests=[ResourceRequest(resources_bundle={"CPU": 1.0}, placement_constraints=[mark],
+                                  label_selectors=[_selector(("zone", IN, ("a",)))])],
+        details="abc:STRICT_SPREAD|RESCHEDULING")
+    state = ClusterResourceState(
+        node_states=[_node("10.0.1.1", dynamic_labels={"_PG_abc": "abc"}),
+                     _node("10.0.1.2", dynamic_labels={"_PG_other": "other"}),
+                     _node("10.0.1.3", NodeStatus.DEAD, dynamic_labels={"_PG_abc": "abc"})],
+        pending_gang_resource_requests=[gang])
+    (group,) = ray_state.snapshot_from_state(state).placement_groups
+    assert group.id == "abc" and group.strategy == PlacementStrategy.STRICT_SPREAD
+    assert group.bundles == ({"CPU": 1.0},)
+    assert group.placed_on == ("10.0.1.1",)
+    assert group.selectors(0)[0].matches({"zone": "a"})
+
+
+def test_bundle_selectors_win_over_the_legacy_requests() -> None:
+    mark = PlacementConstraint(affinity=AffinityConstraint(label_name="_PG_p",
+                                                           label_value="p"))
+    bundle = ResourceRequest(resources_bundle={"GPU": 1.0}, placement_constraints=[mark],
+                             label_selectors=[_selector(("gpu", IN, ("a100",)))])
+    gang = GangResourceRequest(
+        requests=[ResourceRequest(resources_bundle={"GPU": 1.0})] * 2,
+        bundle_selectors=[BundleSelector(resource_requests=[bundle, bundle])],
+        details="p:STRICT_PACK|PENDING")
+    (group,) = ray_state.snapshot_from_state(
+        ClusterResourceState(pending_gang_resource_requests=[gang])).placement_groups
+    assert group.strategy == PlacementStrategy.STRICT_PACK
+    assert len(group.bundle_selectors) == 2 and group.placed_on == ()
+
+
+def test_constraints_and_the_legacy_request_resources_key() -> None:
+    state = ClusterResourceState(cluster_resource_constraints=[ClusterResourceConstraint(
+        resource_requests=[ResourceRequestByCount(
+            request=ResourceRequest(resources_bundle={"CPU": 1.0}), count=8)])])
+    (floor,) = ray_state.snapshot_from_state(state).constraints
+    assert (dict(floor.resources), floor.count) == ({"CPU": 1.0}, 8)
+    legacy = ray_state.snapshot_from_state(ClusterResourceState(),
+                                           b'[{"CPU": 2}, {"CPU": 2}, {"GPU": 1}]')
+    assert [(dict(b.resources), b.count) for b in legacy.constraints] == [
+        ({"CPU": 2.0}, 2), ({"GPU": 1.0}, 1)]
+    assert not has_demand(legacy)
+
+
+def test_pending_by_resource_adds_tasks_and_placement_groups() -> None:
+    gang = GangResourceRequest(requests=[ResourceRequest(resources_bundle={"GPU": 1.0})] * 2,
+                               details="g:PACK|PENDING")
+    state = ClusterResourceState(
+        pending_resource_requests=[ResourceRequestByCount(
+            request=ResourceRequest(resources_bundle={"CPU": 2.5}), count=2)],
+        pending_gang_resource_requests=[gang])
+    assert pending_by_resource(ray_state.snapshot_from_state(state)) == {"CPU": 5.0, "GPU": 2.0}

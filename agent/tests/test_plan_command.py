@@ -18,8 +18,9 @@ from onprem_ray_agent.codec import (
     machine_from_dict,
     machine_to_dict,
     plan_input_from_dict,
+    selectors_to_dict,
 )
-from onprem_ray_agent.model import Machine, MachineState
+from onprem_ray_agent.model import LabelOperator, Machine, MachineState
 from onprem_ray_agent.plan import plan_file
 
 AGENT_DIR = Path(__file__).resolve().parent.parent
@@ -38,8 +39,95 @@ def test_the_example_through_the_installed_entry_point_module() -> None:
     assert by_kind[("add", "cpu")]["ips"] == ["10.0.0.14"]
     assert by_kind[("add", "gpu")]["ips"] == ["10.0.0.21"]  # succeeded before: preferred
     assert by_kind[("add", "gpu")]["reason"].startswith("1 pending {'CPU': 2, 'GPU': 1} bundle")
-    assert [i["demand"] for i in decision["infeasible"]] == ["{'GPU': 4}"]
+    assert "with labels {accelerator=in(a100,h100)}" in by_kind[("add", "gpu")]["reason"]
+    assert [i["demand"] for i in decision["infeasible"]] == [
+        "{'GPU': 4}", "{'CPU': 1} with labels {zone=rack-9}"]
     assert "10.0.0.11 idle 900 s: kept, as pending demand fits there" in decision["notes"]
+
+
+# Modules `plan` must not need: Ray, the metrics and runner libraries, and the agent's
+# modules that talk to them.
+_BLOCKED = ("ray", "prometheus_client", "ansible_runner", "yaml",
+            "onprem_ray_agent.adapters", "onprem_ray_agent.metrics", "onprem_ray_agent.loop",
+            "onprem_ray_agent.service", "onprem_ray_agent.store", "onprem_ray_agent.config",
+            "onprem_ray_agent.status")
+_BLOCKER = f"""
+import importlib.abc, sys
+BLOCKED = {_BLOCKED!r}
+class Blocker(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if any(name == b or name.startswith(b + ".") for b in BLOCKED):
+            raise ImportError(f"blocked for this test: {{name}}")
+sys.meta_path.insert(0, Blocker())
+for name in ("ray", "prometheus_client"):
+    try:
+        __import__(name)
+    except ImportError:
+        pass
+    else:
+        raise SystemExit(f"{{name}} was importable: the blocker does not work")
+from onprem_ray_agent import cli
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def test_plan_runs_with_only_the_pure_modules(tmp_path) -> None:
+    env = os.environ | {"PYTHONPATH": str(AGENT_DIR)}
+    proc = subprocess.run([sys.executable, "-c", _BLOCKER, "plan", "--compact", str(EXAMPLE)],
+                          env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == plan_file(EXAMPLE)
+    # and the blocker does block: `status` needs the store and cannot start
+    proc = subprocess.run([sys.executable, "-c", _BLOCKER, "status", "--state-dir",
+                           str(tmp_path)], env=env, capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert proc.returncode != 0 and "blocked for this test" in proc.stderr
+
+
+def _v1(data: dict) -> dict:
+    data = copy.deepcopy(data)
+    data["format_version"] = 1
+    gpu = data["config"]["node_types"]["gpu"]
+    del gpu["labels"], gpu["idle_timeout_s"]
+    for bundle in data["demand"]["pending"]:
+        bundle.pop("label_selector", None)
+    for node in data["demand"]["nodes"]:
+        node.pop("labels", None)
+    return data
+
+
+def test_version_1_is_still_read_and_refuses_the_keys_of_version_2() -> None:
+    old = plan_input_from_dict(_v1(_example()))
+    assert old.config.node_type("gpu").labels == {}
+    assert all(b.label_selectors == () for b in old.demand.pending)
+    with_labels = _v1(_example())
+    with_labels["demand"]["pending"][0]["label_selector"] = {"zone": "a"}
+    with pytest.raises(FormatError, match=re.escape(
+            "demand.pending[0]: unknown key 'label_selector'")):
+        plan_input_from_dict(with_labels)
+
+
+@pytest.mark.parametrize(("written", "operator", "values"), [
+    ("a100", LabelOperator.IN, ("a100",)),
+    ("!a100", LabelOperator.NOT_IN, ("a100",)),
+    ("in(h100, a100)", LabelOperator.IN, ("a100", "h100")),
+    ("!in(a100,h100)", LabelOperator.NOT_IN, ("a100", "h100")),
+])
+def test_label_selectors_in_rays_syntax(written, operator, values) -> None:
+    data = _with(lambda d: d["demand"]["pending"][1].update(label_selector={"gpu": written}))
+    (selector,) = plan_input_from_dict(data).demand.pending[1].label_selectors
+    (constraint,) = selector.constraints
+    assert (constraint.key, constraint.operator, constraint.values) == ("gpu", operator, values)
+    assert selectors_to_dict((selector,))["label_selector"]["gpu"].replace(" ", "") in (
+        written.replace(" ", ""), "in(a100,h100)")
+
+
+def test_placement_groups_with_bundle_selectors_and_placed_bundles() -> None:
+    data = _with(lambda d: d["demand"]["placement_groups"][0].update(
+        bundle_label_selectors=[{"zone": "rack-1"}, {}], placed_on=["10.0.0.12"]))
+    (group,) = plan_input_from_dict(data).demand.placement_groups
+    assert group.placed_on == ("10.0.0.12",)
+    assert [str(s) for s in group.selectors(0)] == ["{zone=rack-1}"] and group.selectors(1) == ()
 
 
 def test_the_documented_output_is_the_real_output() -> None:
@@ -89,10 +177,23 @@ BAD = [
                  "10.0.0.11 is listed in node types cpu and gpu", id="ip-in-two-types"),
     pytest.param(lambda d: d["machines"].append(dict(d["machines"][0])),
                  "machines: 10.0.0.11 is listed twice", id="duplicate-machine"),
-    pytest.param(lambda d: d.update(format_version=2), "format_version: 2 is not supported",
+    pytest.param(lambda d: d.update(format_version=3), "format_version: 3 is not supported",
                  id="newer-format"),
     pytest.param(lambda d: d["config"].update(upscaling_speed=True),
                  "config.upscaling_speed: expected a number", id="bool-is-not-a-number"),
+    pytest.param(lambda d: d["demand"]["pending"][0].update(label_selector={"gpu": "in()"}),
+                 "demand.pending[0].label_selector.gpu: 'in()' is not a label selector",
+                 id="empty-selector-values"),
+    pytest.param(lambda d: d["demand"]["pending"][1].update(
+        fallback_label_selectors=[{"zone": "a"}]),
+                 "demand.pending[1].fallback_label_selectors: needs a label_selector first",
+                 id="fallback-without-selector"),
+    pytest.param(lambda d: d["demand"]["placement_groups"][0].update(
+        bundle_label_selectors=[{}]),
+                 "1 selectors for 2 bundles", id="one-selector-per-bundle"),
+    pytest.param(lambda d: d["config"]["node_types"]["gpu"].update(labels={"zone": 3}),
+                 "config.node_types.gpu.labels.zone: expected a non-empty string",
+                 id="label-value-not-a-string"),
 ]
 
 

@@ -59,7 +59,7 @@ class Cluster:
                 else:
                     self.ray.dead("cpu", index)
         for address, node in list(self.ray.nodes.items()):
-            if address in CPU and node.alive:
+            if address in CPU and node.state == "ALIVE":
                 index = CPU.index(address) + 1
                 idle = 0.0 if busy else node.idle_s + STEP_S
                 self.ray.alive("cpu", index, idle_s=idle, busy=busy)
@@ -124,7 +124,7 @@ def test_killed_at_any_iteration_the_pool_settles_with_nothing_lost(tmp_path, ki
         machines = store.machines()
         assert {m.ip: m.state for m in machines.values()} == dict.fromkeys(CPU, S.SPARE)
         assert store.runs(limit=10_000, unfinished_only=True) == []
-        alive = [a for a, n in cluster.ray.nodes.items() if a in CPU and n.alive]
+        alive = [a for a, n in cluster.ray.nodes.items() if a in CPU and n.state == "ALIVE"]
         assert alive == []
         # and it did scale up for the demand
         adds = [r for r in store.runs(limit=10_000) if r.kind == "add"]

@@ -1,9 +1,15 @@
-"""Ray's view of the cluster, read from the head's GCS without `ray.init()`.
+"""Ray's view of the cluster, read from the head's GCS without `ray.init()`, in the model's
+types (`DemandSnapshot`): the pure modules never see Ray's.
 
-Ray 2.60's autoscaler v2 SDK (`ray.autoscaler.v2.sdk.get_cluster_status`) is a pinned,
-internal API: everything that touches it lives in this module, and the contract tests in
-agent/tests/contract/ hold it to a real Ray head. The rest of the agent sees only the plain
-records below.
+Ray 2.60's autoscaler v2 state (`GcsClient.get_cluster_status`, whose reply carries the
+`ClusterResourceState` that `ray.autoscaler.v2.sdk.get_cluster_resource_state` returns) is a
+pinned, internal API: everything that touches it lives in this module, and the contract tests
+in agent/tests/contract/ hold it to a real Ray head. Read from it: each node's resources,
+idle time and labels; pending tasks and actors with their `label_selector`; placement groups
+with their strategy, each bundle's `bundle_label_selector`, and the nodes that hold the bundles
+of a group already placed in part (the nodes Ray marks with the group's `_PG_` label); and the
+`request_resources()` constraints. Ray 2.60's label selector operators are `in` and `not in`
+(`!in(...)`); a selector `{"key": "value"}` is `in` with one value, `"!value"` is `not in`.
 
 The calling process needs Ray's token settings in its environment (RAY_AUTH_MODE=token,
 RAY_AUTH_TOKEN_PATH=...), as the agent's systemd unit provides.
@@ -14,92 +20,131 @@ from __future__ import annotations
 import json
 import socket
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from types import MappingProxyType
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from onprem_ray_agent.model import (
+    BundleDemand,
+    DemandSnapshot,
+    LabelConstraint,
+    LabelOperator,
+    LabelSelector,
+    PlacementGroupDemand,
+    PlacementStrategy,
+    RayNode,
+    RayNodeState,
+    Selectors,
+)
 
 HEAD_MARKER = "node:__internal_head__"
 # Ray's drain reason for scale-down (autoscaler.proto DrainNodeReason).
 DRAIN_REASON_IDLE_TERMINATION = 1
 # ray._private.ray_constants.AUTOSCALER_RESOURCE_REQUEST_CHANNEL
 V1_RESOURCE_REQUEST_KEY = b"autoscaler_resource_request"
+# common.proto LabelSelectorOperator; any other value matches no node in Ray's scheduler.
+_OPERATORS = {1: LabelOperator.IN, 2: LabelOperator.NOT_IN}
+# autoscaler.proto NodeStatus (the contract tests check them against Ray's)
+NODE_DEAD, NODE_IDLE = 2, 3
 
 
 class RayUnavailable(RuntimeError):
     """The head's GCS could not be asked (down, unreachable, or the token was refused)."""
 
 
-def _frozen(values: Mapping[str, float]) -> Mapping[str, float]:
-    return MappingProxyType(dict(values))
+# ---------------------------------------------------------------- Ray's protos -> the model
 
 
-@dataclass(frozen=True)
-class Bundles:
-    """`count` identical resource requests of `shape` (e.g. {'CPU': 1.0} x 3)."""
-
-    shape: Mapping[str, float]
-    count: int
-
-
-@dataclass(frozen=True)
-class PlacementGroupDemand:
-    pg_id: str
-    strategy: str  # PACK, SPREAD, STRICT_PACK or STRICT_SPREAD
-    bundles: tuple[Bundles, ...]
-
-
-@dataclass(frozen=True)
-class RayNode:
-    node_id: str
-    ip: str
-    alive: bool
-    is_head: bool
-    total: Mapping[str, float]
-    available: Mapping[str, float]
-    idle_s: float  # how long Ray has seen the node idle; 0 while it runs work
-    labels: Mapping[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class RaySnapshot:
-    nodes: tuple[RayNode, ...]
-    task_actor_demand: tuple[Bundles, ...]
-    placement_groups: tuple[PlacementGroupDemand, ...]
-    constraints: tuple[Bundles, ...]  # request_resources(): capacity to keep, not work
-    query_s: float  # how long the GCS took to answer
-
-
-def _bundles(demands) -> tuple[Bundles, ...]:
+def label_selectors(selectors: Iterable[Any]) -> Selectors:
+    """A request's `label_selectors` (alternatives, the first preferred). Ray sends one empty
+    selector for a task that selects nothing: that is no selector."""
     out = []
-    for demand in demands:
-        for by_count in demand.bundles_by_count:
-            out.append(Bundles(_frozen(by_count.bundle), int(by_count.count)))
+    for selector in selectors:
+        constraints = []
+        for constraint in selector.label_constraints:
+            operator = _OPERATORS.get(constraint.operator)
+            values = tuple(sorted(constraint.label_values))  # a set to Ray
+            if operator is None:  # unknown to Ray 2.60's scheduler: matches nothing
+                operator, values = LabelOperator.IN, ()
+            constraints.append(LabelConstraint(constraint.label_key, operator, values))
+        out.append(LabelSelector(tuple(constraints)))
+    if all(not selector.constraints for selector in out):
+        return ()
     return tuple(out)
 
 
-def _node(info, alive: bool) -> RayNode:
-    total: dict[str, float] = {}
-    available: dict[str, float] = {}
-    idle_ms = 0
-    is_head = False
-    if info.resource_usage is not None:
-        idle_ms = info.resource_usage.idle_time_ms or 0
-        for usage in info.resource_usage.usage:
-            if usage.resource_name == HEAD_MARKER:
-                is_head = True
-            if usage.resource_name.startswith("node:"):
-                continue  # Ray's per-node marker resources, not capacity
-            total[usage.resource_name] = usage.total
-            available[usage.resource_name] = usage.total - usage.used
+def _bundle(request: Any, count: int) -> BundleDemand:
+    return BundleDemand(resources=dict(request.resources_bundle), count=count,
+                        label_selectors=label_selectors(request.label_selectors))
+
+
+def _strategy(details: str) -> tuple[str, PlacementStrategy]:
+    """Ray's gang request details: "<pg id>:<strategy>|<state>"."""
+    pg_id, _, rest = details.partition(":")
+    name = rest.partition("|")[0].upper()
+    try:
+        return pg_id, PlacementStrategy(name)
+    except ValueError:
+        # Ray's default strategy; a name this agent does not know is planned as best effort.
+        return pg_id, PlacementStrategy.PACK
+
+
+def _placement_group(gang: Any, node_labels: Mapping[str, Mapping[str, str]]
+                     ) -> PlacementGroupDemand:
+    requests = (gang.bundle_selectors[0].resource_requests if gang.bundle_selectors
+                else gang.requests)
+    pg_id, strategy = _strategy(gang.details)
+    # STRICT groups' bundles carry the group's label as (anti-)affinity; the nodes that
+    # already hold bundles of the group carry it too.
+    marks = set()
+    for request in requests:
+        for constraint in request.placement_constraints:
+            for kind in ("anti_affinity", "affinity"):
+                if constraint.HasField(kind):
+                    mark = getattr(constraint, kind)
+                    marks.add((mark.label_name, mark.label_value))
+    placed_on = tuple(sorted(ip for ip, labels in node_labels.items()
+                             if any(labels.get(name) == value for name, value in marks)))
+    return PlacementGroupDemand(
+        id=pg_id or gang.details, strategy=strategy,
+        bundles=tuple(dict(request.resources_bundle) for request in requests),
+        bundle_selectors=tuple(label_selectors(request.label_selectors)
+                               for request in requests),
+        placed_on=placed_on)
+
+
+def _node(state: Any) -> RayNode:
+    total = {name: float(amount) for name, amount in state.total_resources.items()
+             if not name.startswith("node:")}  # Ray's per-node marker resources
+    available = {name: float(state.available_resources.get(name, 0.0)) for name in total}
+    dead = state.status == NODE_DEAD
     return RayNode(
-        node_id=info.node_id or "",
-        ip=info.ip_address,
-        alive=alive,
-        is_head=is_head,
-        total=_frozen(total),
-        available=_frozen(available),
-        idle_s=idle_ms / 1000.0,
-        labels=MappingProxyType(dict(info.labels or {})),
+        ip=state.node_ip_address,
+        state=RayNodeState.DEAD if dead else RayNodeState.ALIVE,
+        node_id=state.node_id.hex(),
+        total=total,
+        available=available,
+        idle_s=(state.idle_duration_ms / 1000.0) if state.status == NODE_IDLE else 0.0,
+        labels=dict(state.labels),
+        is_head=HEAD_MARKER in state.total_resources,
+    )
+
+
+def snapshot_from_state(state: Any, legacy_request: bytes | None = None) -> DemandSnapshot:
+    """Ray's `ClusterResourceState` -> the model. `legacy_request`: what a driver's
+    `request_resources()` wrote to the GCS's KV store (used when the state has none)."""
+    node_labels = {n.node_ip_address: dict(n.dynamic_labels) for n in state.node_states
+                   if n.status != NODE_DEAD and n.dynamic_labels}
+    constraints = tuple(_bundle(r.request, int(r.count))
+                        for constraint in state.cluster_resource_constraints
+                        for r in constraint.resource_requests if r.count > 0)
+    return DemandSnapshot(
+        pending=tuple(_bundle(r.request, int(r.count))
+                      for r in state.pending_resource_requests if r.count > 0),
+        placement_groups=tuple(group for group in (
+            _placement_group(gang, node_labels)
+            for gang in state.pending_gang_resource_requests) if group.bundles),
+        constraints=constraints or _legacy_constraints(legacy_request),
+        nodes=tuple(_node(n) for n in state.node_states),
     )
 
 
@@ -110,6 +155,7 @@ class GcsRayState:
         self.gcs_address = gcs_address
         self.timeout_s = timeout_s
         self._client = None
+        self.last_query_s = 0.0  # how long the GCS took to answer the last snapshot
 
     def _gcs(self):
         """One GcsClient, made after a plain TCP probe: Ray's own client waits about 35 s
@@ -134,9 +180,7 @@ class GcsRayState:
         return RayUnavailable(f"Ray GCS at {self.gcs_address}: {what}: "
                               f"{type(err).__name__}: {err}")
 
-    def snapshot(self) -> RaySnapshot:
-        from ray.autoscaler.v2.schema import Stats
-        from ray.autoscaler.v2.utils import ClusterStatusParser
+    def snapshot(self) -> DemandSnapshot:
         from ray.core.generated.autoscaler_pb2 import GetClusterStatusReply
 
         started = time.monotonic()
@@ -144,29 +188,13 @@ class GcsRayState:
         try:
             reply = GetClusterStatusReply()
             reply.ParseFromString(client.get_cluster_status(timeout_s=self.timeout_s))
-            status = ClusterStatusParser.from_get_cluster_status_reply(reply, stats=Stats())
             legacy_request = client.internal_kv_get(V1_RESOURCE_REQUEST_KEY, None,
                                                     timeout=self.timeout_s)
         except Exception as err:  # Ray raises several unrelated types for the same failure
             raise self._fail("cluster status", err) from err
-        demands = status.resource_demands
-        nodes = [_node(n, alive=True) for n in (*status.active_nodes, *status.idle_nodes)]
-        nodes += [_node(n, alive=False) for n in status.failed_nodes]
-        return RaySnapshot(
-            nodes=tuple(nodes),
-            task_actor_demand=_bundles(demands.ray_task_actor_demand),
-            placement_groups=tuple(
-                PlacementGroupDemand(
-                    pg_id=pg.pg_id or "",
-                    strategy=pg.strategy or "PACK",
-                    bundles=_bundles([pg]),
-                )
-                for pg in demands.placement_group_demand
-            ),
-            constraints=_bundles(demands.cluster_constraint_demand)
-            or _legacy_constraints(legacy_request),
-            query_s=time.monotonic() - started,
-        )
+        snapshot = snapshot_from_state(reply.cluster_resource_state, legacy_request)
+        self.last_query_s = time.monotonic() - started
+        return snapshot
 
     def drain(self, node_id: str, reason: str, deadline_s: float) -> tuple[bool, str]:
         """Ask Ray to drain `node_id`; return (accepted, Ray's reason when it refuses)."""
@@ -181,7 +209,7 @@ class GcsRayState:
         return bool(accepted), str(rejection or "")
 
 
-def _legacy_constraints(raw: bytes | None) -> tuple[Bundles, ...]:
+def _legacy_constraints(raw: bytes | None) -> tuple[BundleDemand, ...]:
     """`request_resources()` from a driver writes a JSON list of bundles to this KV key
     unless the head runs autoscaler v2 (ray/autoscaler/_private/commands.py)."""
     if not raw:
@@ -195,4 +223,4 @@ def _legacy_constraints(raw: bytes | None) -> tuple[Bundles, ...]:
         if isinstance(bundle, dict):
             key = tuple(sorted((str(k), float(v)) for k, v in bundle.items()))
             counts[key] = counts.get(key, 0) + 1
-    return tuple(Bundles(_frozen(dict(key)), n) for key, n in counts.items())
+    return tuple(BundleDemand(dict(key), n) for key, n in counts.items())

@@ -66,7 +66,7 @@ class RunResult:
 
 
 class PlaybookRunner(Protocol):
-    """What the loop needs of a playbook runner (the tests give it a fake)."""
+    """What the loop and the service need of a playbook runner (the tests give it a fake)."""
 
     def start(self, request_id: str, playbook: str, ips: Iterable[str],
               extravars: Mapping[str, Any] | None = None,
@@ -81,6 +81,14 @@ class PlaybookRunner(Protocol):
     def cancel_all(self) -> None: ...
 
     def recorded(self, request_id: str) -> RunResult | None: ...
+
+    def wait(self, timeout_s: float) -> bool: ...
+
+    def reach(self, ip: str, node_type: str) -> bool: ...
+
+    def set_pool(self, pool: Iterable[str], inventory: str | os.PathLike[str] | None = None,
+                 leaving_hostvars: Callable[[str, str], Mapping[str, Any]] | None = None,
+                 ) -> None: ...
 
 
 def ansible_environment(collection_dir: Path, environ: Mapping[str, str]) -> dict[str, str]:

@@ -417,10 +417,12 @@ def _shape_text(request: Request) -> str:
 
 def _describe(why: Why, count: int) -> str:
     purpose, text = why
+    noun = "bundle" if count == 1 else "bundles"
+    shape, with_labels, labels = text.partition(" with labels ")
     if purpose == Purpose.PENDING:
-        return f"{count} pending {text} {'bundle' if count == 1 else 'bundles'}"
+        return f"{count} pending {shape} {noun}{with_labels}{labels}"
     if purpose == Purpose.CONSTRAINT:
-        return f"{count} request_resources {text} {'bundle' if count == 1 else 'bundles'}"
+        return f"{count} request_resources {shape} {noun}{with_labels}{labels}"
     if purpose == Purpose.PLACEMENT_GROUP:
         return f"{plural(count, 'bundle')} of placement group {text}"
     return text

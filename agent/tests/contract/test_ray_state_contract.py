@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from onprem_ray_agent.adapters.ray_state import GcsRayState, RayUnavailable
+from onprem_ray_agent.model import LabelOperator, PlacementStrategy, RayNodeState
 
 pytestmark = pytest.mark.ray
 
@@ -46,6 +47,7 @@ def ray_head(tmp_path_factory):
     proc = subprocess.Popen(
         [str(RAY_BIN), "start", "--head", "--block", "--node-ip-address=127.0.0.1",
          f"--port={port}", "--num-cpus=2", "--resources", json.dumps({"spare_slot": 1}),
+         "--labels=zone=lab,tier=head",
          "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={root}/t"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
@@ -57,7 +59,8 @@ def ray_head(tmp_path_factory):
         while True:
             # The GCS answers before the head's raylet has registered: wait for the node.
             try:
-                if any(n.alive for n in GcsRayState(address, timeout_s=2).snapshot().nodes):
+                snap = GcsRayState(address, timeout_s=2).snapshot()
+                if any(n.state == RayNodeState.ALIVE for n in snap.nodes):
                     break
             except RayUnavailable:
                 if time.monotonic() > deadline or proc.poll() is not None:
@@ -87,16 +90,18 @@ def _driver(ray_head, body: str) -> None:
 
 
 def test_an_idle_head_is_one_alive_head_node(ray_head) -> None:
-    snap = GcsRayState(ray_head["address"]).snapshot()
+    ray = GcsRayState(ray_head["address"])
+    snap = ray.snapshot()
     assert len(snap.nodes) == 1
     head = snap.nodes[0]
-    assert head.alive and head.is_head
+    assert head.state == RayNodeState.ALIVE and head.is_head
+    assert head.labels["zone"] == "lab" and head.labels["tier"] == "head"
     assert head.total["CPU"] == 2.0 and head.available["CPU"] == 2.0
     assert head.total["spare_slot"] == 1.0
     assert not any(name.startswith("node:") for name in head.total)
     assert head.idle_s >= 0
-    assert snap.task_actor_demand == () and snap.placement_groups == ()
-    assert snap.query_s < 2
+    assert snap.pending == () and snap.placement_groups == ()
+    assert 0 < ray.last_query_s < 2
 
 
 def test_pending_actors_placement_groups_and_constraints_are_reported(ray_head) -> None:
@@ -116,15 +121,16 @@ def test_pending_actors_placement_groups_and_constraints_are_reported(ray_head) 
     deadline = time.monotonic() + 30
     while True:
         snap = GcsRayState(ray_head["address"]).snapshot()
-        if snap.task_actor_demand and snap.placement_groups and snap.constraints:
+        if snap.pending and snap.placement_groups and snap.constraints:
             break
         assert time.monotonic() < deadline, f"demand never showed up: {snap}"
         time.sleep(0.5)
-    assert [(dict(b.shape), b.count) for b in snap.task_actor_demand] == [({"CPU": 4.0}, 3)]
+    assert [(dict(b.resources), b.count) for b in snap.pending] == [({"CPU": 4.0}, 3)]
     (pg,) = snap.placement_groups
-    assert pg.strategy == "STRICT_SPREAD"
-    assert [(dict(b.shape), b.count) for b in pg.bundles] == [({"CPU": 1.0}, 2)]
-    assert [(dict(b.shape), b.count) for b in snap.constraints] == [({"CPU": 8.0}, 1)]
+    assert pg.strategy == PlacementStrategy.STRICT_SPREAD
+    assert [dict(b) for b in pg.bundles] == [{"CPU": 1.0}, {"CPU": 1.0}]
+    assert pg.placed_on == ()
+    assert [(dict(b.resources), b.count) for b in snap.constraints] == [({"CPU": 8.0}, 1)]
     _driver(ray_head, """
         from ray.autoscaler.sdk import request_resources
         from ray.util.placement_group import get_placement_group, remove_placement_group
@@ -133,6 +139,46 @@ def test_pending_actors_placement_groups_and_constraints_are_reported(ray_head) 
         remove_placement_group(get_placement_group("spread"))
         request_resources(bundles=[])
     """)
+
+
+def test_label_selectors_of_tasks_and_placement_groups_are_reported(ray_head) -> None:
+    """Ray 2.60's selector syntax: "v" is in, "!v" not in, "in(a,b)" / "!in(a,b)"."""
+    _driver(ray_head, """
+        from ray.util.placement_group import placement_group
+
+        @ray.remote(num_cpus=1, label_selector={"gpu": "in(a100,h100)", "zone": "!lab"})
+        class Picky:
+            pass
+
+        keep = Picky.options(name="picky", lifetime="detached").remote()
+        placement_group([{"CPU": 1}, {"CPU": 1}], strategy="PACK", name="labelled",
+                        lifetime="detached",
+                        bundle_label_selector=[{"gpu": "a100"}, {}])
+    """)
+    deadline = time.monotonic() + 30
+    while True:
+        snap = GcsRayState(ray_head["address"]).snapshot()
+        if snap.pending and snap.placement_groups:
+            break
+        assert time.monotonic() < deadline, f"demand never showed up: {snap}"
+        time.sleep(0.5)
+    try:
+        (task,) = snap.pending
+        (selector,) = task.label_selectors
+        constraints = {c.key: (c.operator, c.values) for c in selector.constraints}
+        assert constraints == {"gpu": (LabelOperator.IN, ("a100", "h100")),
+                               "zone": (LabelOperator.NOT_IN, ("lab",))}
+        (pg,) = snap.placement_groups
+        assert pg.strategy == PlacementStrategy.PACK
+        first, second = pg.selectors(0), pg.selectors(1)
+        assert [str(s) for s in first] == ["{gpu=a100}"]
+        assert second == ()  # Ray's empty selector: any node
+    finally:
+        _driver(ray_head, """
+            from ray.util.placement_group import get_placement_group, remove_placement_group
+            ray.kill(ray.get_actor("picky"))
+            remove_placement_group(get_placement_group("labelled"))
+        """)
 
 
 def test_a_wrong_token_is_refused_clearly(ray_head, tmp_path) -> None:
