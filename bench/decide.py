@@ -12,8 +12,12 @@ request, measured in the same run. The target is decide() under 50 ms for 1,000 
     .venv/bin/python bench/decide.py --no-peer       # decide() only
 
 "Planned" is how many machines each planner would add (launch limits lifted on both sides), a
-check that the two solve the same problem; they may differ a little, as Ray picks the best node
-for each request by utilization score where decide() fills first-fit.
+check that the two solve the same problem; both score nodes by Ray's utilization score, but
+decide() scores only the fullest few of the nodes there are for each placement (see
+agent/onprem_ray_agent/packing.py), so on large clusters the two may differ a little.
+
+The label-heavy case gives every node type labels (a zone and a tier) and half the pending
+bundles and placement group bundles a label selector (`in`, `not in`, with fallbacks).
 
 Ray's scheduler grows about quadratically with the cluster (it copies every node for every
 placement decision): it is timed in full on the smaller cases, and at the target size given one
@@ -31,13 +35,17 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "agent"))
+AGENT = Path(__file__).resolve().parent.parent / "agent"
+sys.path[:0] = [str(AGENT), str(AGENT / "tests")]
 
-from onprem_ray_agent.model import (
+from onprem_ray_agent.model import (  # noqa: E402
     ActionKind,
     BundleDemand,
     Config,
     DemandSnapshot,
+    LabelConstraint,
+    LabelOperator,
+    LabelSelector,
     Machine,
     MachineState,
     NodeType,
@@ -45,7 +53,7 @@ from onprem_ray_agent.model import (
     PlacementStrategy,
     RayNode,
 )
-from onprem_ray_agent.policy import decide
+from onprem_ray_agent.policy import decide  # noqa: E402
 
 GB = 1024**3
 NODE_TYPES = [
@@ -66,7 +74,24 @@ TASK_SHAPES = [
 PG_BUNDLES = [{"CPU": 1}, {"CPU": 2}, {"CPU": 2, "GPU": 1}, {"CPU": 4, "memory": 8 * GB}]
 STATES = [(MachineState.ACTIVE, 0.5), (MachineState.JOINING, 0.1), (MachineState.SPARE, 0.3),
           (MachineState.FAILED, 0.05), (MachineState.QUARANTINED, 0.05)]
+ZONES = ["a", "b", "c", "d"]
+TIERS = ["general", "fast"]
 HEAD = "10.255.0.1"
+
+
+def _selectors(rng: random.Random) -> tuple[LabelSelector, ...]:
+    """Half none; else a zone in/not in, sometimes a tier, sometimes a fallback."""
+    if rng.random() < 0.5:
+        return ()
+    first = [LabelConstraint("zone", rng.choice(list(LabelOperator)),
+                             tuple(sorted(rng.sample(ZONES, rng.randint(1, 2)))))]
+    if rng.random() < 0.3:
+        first.append(LabelConstraint("tier", LabelOperator.IN, (rng.choice(TIERS),)))
+    selectors = [LabelSelector(tuple(first))]
+    if rng.random() < 0.2:
+        selectors.append(LabelSelector((LabelConstraint("tier", LabelOperator.IN,
+                                                        (rng.choice(TIERS),)),)))
+    return tuple(selectors)
 NOW = 1_700_000_000.0
 
 
@@ -79,13 +104,16 @@ class Scenario:
 
 
 def scenario(name: str, machines: int, bundles: int, types: int = 5, seed: int = 1,
-             placement_groups: int = 100, distinct_shapes: bool = False) -> Scenario:
+             placement_groups: int = 100, distinct_shapes: bool = False,
+             labels: bool = False) -> Scenario:
     rng = random.Random(seed)  # noqa: S311 - reproducible test data, not secrets
     per_type = machines // types
     node_types, records, nodes = [], [], [RayNode(ip=HEAD, total={}, available={})]
     for t, (type_name, resources) in enumerate(NODE_TYPES[:types]):
         ips = tuple(f"10.{t}.{i // 250}.{i % 250 + 1}" for i in range(per_type))
-        node_types.append(NodeType(type_name, ips, resources))
+        type_labels = ({"zone": ZONES[t % len(ZONES)], "tier": TIERS[t % len(TIERS)]}
+                       if labels else {})
+        node_types.append(NodeType(type_name, ips, resources, labels=type_labels))
         for ip in ips:
             state = rng.choices([s for s, _ in STATES], [w for _, w in STATES])[0]
             records.append(Machine(ip=ip, node_type=type_name, state=state, since=NOW - 60,
@@ -95,7 +123,8 @@ def scenario(name: str, machines: int, bundles: int, types: int = 5, seed: int =
                 free = {key: (float(rng.randint(0, int(value))) if key != "memory"
                               else rng.random() * value) for key, value in resources.items()}
                 nodes.append(RayNode(ip=ip, total=resources, available=free,
-                                     idle_s=rng.choice([0.0, 0.0, 30.0, 400.0])))
+                                     idle_s=rng.choice([0.0, 0.0, 30.0, 400.0]),
+                                     labels=type_labels))
     pg_bundles = 4 * placement_groups
     task_bundles = bundles - pg_bundles
     if distinct_shapes:
@@ -104,12 +133,17 @@ def scenario(name: str, machines: int, bundles: int, types: int = 5, seed: int =
         counts = [0] * len(TASK_SHAPES)
         for _ in range(task_bundles):
             counts[rng.randrange(len(TASK_SHAPES))] += 1
-        pending = tuple(BundleDemand(shape, count)
+        pending = tuple(BundleDemand(shape, count, _selectors(rng) if labels else ())
                         for shape, count in zip(TASK_SHAPES, counts, strict=True) if count)
+        if labels:  # the same shapes again, with other selectors
+            pending += tuple(BundleDemand(shape, max(1, count // 3), _selectors(rng))
+                             for shape, count in zip(TASK_SHAPES, counts, strict=True)
+                             if count)
     strategies = list(PlacementStrategy)
     groups = tuple(PlacementGroupDemand(
         id=f"pg{i:04d}", strategy=strategies[i % 4],
-        bundles=tuple(rng.choice(PG_BUNDLES) for _ in range(4)))
+        bundles=tuple(rng.choice(PG_BUNDLES) for _ in range(4)),
+        bundle_selectors=tuple(_selectors(rng) for _ in range(4)) if labels else ())
         for i in range(placement_groups))
     config = Config(head_ip=HEAD, node_types=tuple(node_types), upscaling_speed=1e9,
                     max_concurrent_launches=10**9, idle_timeout_minutes=5)
@@ -126,72 +160,12 @@ def planned_by_decide(s: Scenario) -> int:
 
 
 def ray_request(s: Scenario):
-    """The same situation as Ray v2's scheduler sees it: active machines are RAY_RUNNING
-    instances, joining ones ALLOCATED; each type may grow by its spare machines."""
-    from ray.autoscaler.v2.instance_manager.config import NodeTypeConfig
-    from ray.autoscaler.v2.scheduler import SchedulingRequest
-    from ray.autoscaler.v2.schema import AutoscalerInstance
-    from ray.core.generated.autoscaler_pb2 import (
-        AffinityConstraint,
-        AntiAffinityConstraint,
-        GangResourceRequest,
-        NodeState,
-        PlacementConstraint,
-        ResourceRequest,
-        ResourceRequestByCount,
-    )
-    from ray.core.generated.instance_manager_pb2 import Instance, NodeKind
+    """The same situation as Ray v2's scheduler sees it (agent/tests/ray_reference.py):
+    active machines are RAY_RUNNING instances, joining ones ALLOCATED; each type may grow by
+    its spare machines; labels and label selectors as Ray carries them."""
+    from ray_reference import scheduling_request
 
-    alive = {node.ip: node for node in s.snapshot.nodes}
-    usable = (MachineState.ACTIVE, MachineState.JOINING, MachineState.SPARE)
-    configs = {
-        t.name: NodeTypeConfig(
-            name=t.name, min_worker_nodes=0, resources=dict(t.resources),
-            max_worker_nodes=sum(1 for m in s.machines
-                                 if m.node_type == t.name and m.state in usable))
-        for t in s.config.node_types}
-    instances = []
-    for i, m in enumerate(s.machines):
-        if m.state == MachineState.ACTIVE:
-            node = alive[m.ip]
-            instances.append(AutoscalerInstance(
-                cloud_instance_id=m.ip,
-                im_instance=Instance(instance_id=f"i{i}", instance_type=m.node_type,
-                                     status=Instance.RAY_RUNNING, node_kind=NodeKind.WORKER,
-                                     node_id=f"n{i}"),
-                ray_node=NodeState(node_id=f"n{i}".encode(), total_resources=node.total,
-                                   available_resources=node.available,
-                                   idle_duration_ms=int(node.idle_s * 1000))))
-        elif m.state == MachineState.JOINING:
-            instances.append(AutoscalerInstance(
-                cloud_instance_id=m.ip,
-                im_instance=Instance(instance_id=f"i{i}", instance_type=m.node_type,
-                                     status=Instance.ALLOCATED, node_kind=NodeKind.WORKER)))
-
-    def request(bundle, constraint=None):
-        return ResourceRequest(resources_bundle=bundle,
-                               placement_constraints=[constraint] if constraint else [])
-
-    gangs = []
-    for group in s.snapshot.placement_groups:
-        label = f"_PG_{group.id}"
-        constraint = None
-        if group.strategy == PlacementStrategy.STRICT_SPREAD:
-            constraint = PlacementConstraint(anti_affinity=AntiAffinityConstraint(
-                label_name=label, label_value=""))
-        elif group.strategy == PlacementStrategy.STRICT_PACK:
-            constraint = PlacementConstraint(affinity=AffinityConstraint(
-                label_name=label, label_value=""))
-        gangs.append(GangResourceRequest(
-            requests=[request(dict(b), constraint) for b in group.bundles],
-            details=f"{group.id}:{group.strategy.value}|PENDING"))
-    return SchedulingRequest(
-        disable_launch_config_check=True, node_type_configs=configs,
-        max_num_nodes=len(s.machines) + 1, idle_timeout_s=s.config.idle_timeout_s,
-        resource_requests=[ResourceRequestByCount(request=request(dict(b.resources)),
-                                                  count=b.count)
-                           for b in s.snapshot.pending],
-        gang_resource_requests=gangs, current_instances=instances)
+    return scheduling_request(s.config, s.machines, s.snapshot)
 
 
 def planned_by_ray(request) -> int:
@@ -253,6 +227,8 @@ def main(argv: list[str] | None = None) -> int:
         (scenario("target", 1_000, 10_000, seed=args.seed), 1, args.peer_timeout_s),
         (scenario("target, every bundle its own shape", 1_000, 10_000, seed=args.seed,
                   distinct_shapes=True), 1, args.peer_timeout_s),
+        (scenario("target, label-heavy", 1_000, 10_000, seed=args.seed, labels=True),
+         1, args.peer_timeout_s),
     ]
     header = (f"{'case':<36} {'machines':>8} {'bundles':>8} {'types':>5} "
               f"{'decide ms':>10} {'(max)':>7} {'Ray v2 ms':>10} {'(runs)':>6} "
@@ -261,14 +237,14 @@ def main(argv: list[str] | None = None) -> int:
           f"2.60's ResourceDemandScheduler.schedule, same process, same input", flush=True)
     print(header)
     print("-" * len(header), flush=True)
-    target_ms = 0.0
+    target_ms: dict[str, float] = {}
     for case, peer_runs, limit_s in cases:
         bundles = (sum(b.count for b in case.snapshot.pending)
                    + sum(len(g.bundles) for g in case.snapshot.placement_groups))
         median, longest, _, _ = timed(
             lambda c=case: decide(c.config, c.machines, c.snapshot, NOW), runs)
-        if case.name == "target":
-            target_ms = median
+        if case.name.startswith("target"):
+            target_ms[case.name] = median
         planned = planned_by_decide(case)
         ray_ms = ray_runs = ray_planned = ratio = "-"
         if not args.no_peer:
@@ -285,9 +261,11 @@ def main(argv: list[str] | None = None) -> int:
               f"{len(case.config.node_types):>5} {median:>10.1f} {longest:>7.1f} "
               f"{ray_ms:>10} {ray_runs:>6} {ratio:>10} {planned:>8} {ray_planned:>11}",
               flush=True)
-    verdict = "under" if target_ms < 50 else "OVER"
-    print(f"\ndecide() at the target size (1,000 machines x 10,000 bundles x 5 types): "
-          f"{target_ms:.1f} ms median, {verdict} the 50 ms bar")
+    print()
+    for name, median in target_ms.items():
+        verdict = "under" if median <= 50 else "OVER"
+        print(f"decide(), {name} (1,000 machines x 10,000 bundles x 5 types): "
+              f"{median:.1f} ms median, {verdict} the 50 ms bar")
     return 0
 
 

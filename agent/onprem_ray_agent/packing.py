@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import bisect
 import heapq
+import itertools
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -38,7 +39,8 @@ Why = tuple[Purpose, str]  # what a bundle is for, and its text in an add's reas
 Score = tuple[int, bool, int, float, float]
 # Of the nodes there are, how many (the fullest that take something) are scored before the
 # best is chosen (see Placer._score_some).
-SCORED_NODES = 4
+SCORED_NODES = 2
+_ENTRY = itertools.count()  # ties in a heap never compare groups
 
 
 def shape_of(resources: Resources) -> Shape:
@@ -373,10 +375,12 @@ class Placer:
 
     def _onto_existing(self, attempt: Attempt, requests: list[Request],
                        remaining: list[int]) -> None:
-        heap: list[tuple[tuple, int, _Group]] = []
+        # (score key, order, a unique number, group, commits so far when scored, the fill)
+        heap: list[tuple[tuple, int, int, _Group, int, Fill]] = []
         seen: set[_Group] = set()
         taken: dict[_Group, int] = {}
         scans: dict[tuple, Iterator[_Group]] = {}
+        commits = 0
         while any(remaining):
             if not heap:
                 # Score (more) nodes, for what is left.
@@ -385,27 +389,31 @@ class Placer:
                 where = self._where_to_look(live)
                 if where not in scans:
                     scans[where] = self._scan(where)
-                if not self._score_some(scans[where], heap, requests, remaining, live, seen):
+                if not self._score_some(scans[where], heap, requests, remaining, live, seen,
+                                        commits):
                     return
                 continue
-            key, order, group = heapq.heappop(heap)
+            key, order, _, group, scored_at, result = heapq.heappop(heap)
             free_members = len(group.members) - taken.get(group, 0)
             if free_members <= 0:
                 continue
-            result = fill(group.free, group.total, group.labels, requests, remaining)
-            if result is None:
-                continue
-            fresh = _key(result.score)
-            if fresh > key:  # worse than when queued: let better candidates go first
-                heapq.heappush(heap, (fresh, order, group))
-                continue
+            if scored_at != commits:  # requests were used up since: score it again
+                again = fill(group.free, group.total, group.labels, requests, remaining)
+                if again is None:
+                    continue
+                fresh = _key(again.score)
+                if fresh > key:  # worse than when queued: let better candidates go first
+                    heapq.heappush(heap, (fresh, order, next(_ENTRY), group, commits, again))
+                    continue
+                result, key = again, fresh
             times = min(free_members, _repeats(result, remaining))
             for index, count in result.counts:
                 remaining[index] -= count * times
+            commits += 1
             taken[group] = taken.get(group, 0) + times
             attempt.existing.append((group, times, result))
             if free_members > times:
-                heapq.heappush(heap, (fresh, order, group))
+                heapq.heappush(heap, (key, order, next(_ENTRY), group, commits - 1, result))
 
     def _where_to_look(self, requests: Sequence[Request]) -> tuple:
         """Which groups may take some request, the fullest first (the ones Ray's score
@@ -447,7 +455,8 @@ class Placer:
 
     @staticmethod
     def _score_some(scan: Iterator[_Group], heap: list, requests: list[Request],
-                    remaining: list[int], shapes: list[Request], seen: set[_Group]) -> bool:
+                    remaining: list[int], shapes: list[Request], seen: set[_Group],
+                    commits: int) -> bool:
         """Score the next SCORED_NODES groups from `scan` that take something into `heap`.
         Ray scores every node; the scan goes from the fullest nodes up, which are the ones
         its utilization score favours, so a looser node is rarely better than all of these
@@ -462,7 +471,8 @@ class Placer:
             result = fill(group.free, group.total, group.labels, requests, remaining)
             if result is None:
                 continue
-            heapq.heappush(heap, (_key(result.score), group.order, group))
+            heapq.heappush(heap, (_key(result.score), group.order, next(_ENTRY), group, commits,
+                                  result))
             scored += 1
             if scored >= SCORED_NODES:
                 return True
