@@ -109,6 +109,13 @@ class LabelConstraint:
     operator: LabelOperator
     values: tuple[str, ...]
 
+    def __post_init__(self) -> None:
+        # hashed for every node the planner tries: once is enough
+        object.__setattr__(self, "_hash", hash((self.key, self.operator, self.values)))
+
+    def __hash__(self) -> int:
+        return self._hash  # type: ignore[attr-defined]
+
     def matches(self, labels: Mapping[str, str]) -> bool:
         value = labels.get(self.key)
         if self.operator == LabelOperator.IN:
@@ -128,6 +135,12 @@ class LabelSelector:
     """All its constraints must hold (a task's `label_selector`)."""
 
     constraints: tuple[LabelConstraint, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_hash", hash(self.constraints))
+
+    def __hash__(self) -> int:
+        return self._hash  # type: ignore[attr-defined]
 
     def matches(self, labels: Mapping[str, str]) -> bool:
         return all(constraint.matches(labels) for constraint in self.constraints)

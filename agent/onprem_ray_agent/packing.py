@@ -19,6 +19,7 @@ requests).
 from __future__ import annotations
 
 import bisect
+import functools
 import heapq
 import itertools
 import math
@@ -97,6 +98,10 @@ class Request:
         return (bool(self.spread or self.tied), first, len(self.shape),
                 sum(amount for _, amount in self.shape), self.shape)
 
+    def allowed_on(self, key: tuple) -> bool:
+        """`allowed(labels)` of the labels whose sorted items are `key`, remembered."""
+        return _allowed(self.selectors, self.spread, self.tied, key)
+
     def allowed(self, labels: Mapping[str, str]) -> bool:
         if self.spread and self.spread in labels:
             return False
@@ -114,6 +119,11 @@ class Request:
             if count < 0 or here < count:
                 count = here
         return max(count, 0)
+
+
+@functools.lru_cache(maxsize=65536)
+def _allowed(selectors: Selectors, spread: str, tied: str, labels: tuple) -> bool:
+    return Request((), (Purpose.PENDING, ""), selectors, spread, tied).allowed(dict(labels))
 
 
 class SimNode:
@@ -193,23 +203,31 @@ class Fill:
     """What one node takes of the remaining requests: (request index, count) pairs."""
 
     counts: list[tuple[int, int]]
+    wanted: list[int]  # how many of each placed request were left when the fill was made
     free: dict[str, float]
     labels: Mapping[str, str]
     score: Score
 
 
 def fill(free: Mapping[str, float], total: Resources, labels: Mapping[str, str],
-         requests: Sequence[Request], remaining: Sequence[int]) -> Fill | None:
-    """Greedy, in order, as Ray's `SchedulingNode.try_schedule`; None if nothing fits."""
+         requests: Sequence[Request], remaining: Sequence[int],
+         labels_key: tuple | None = None) -> Fill | None:
+    """Greedy, in order, as Ray's `SchedulingNode.try_schedule`; None if nothing fits.
+    `labels_key`: the labels' sorted items, to remember which requests they allow."""
     counts = []
+    wanted = []
     left = None
     after = labels
     for index, request in enumerate(requests):
         want = remaining[index]
         if not want:
             continue
-        if (request.selectors or request.spread or request.tied) and not request.allowed(after):
-            continue
+        if request.selectors or request.spread or request.tied:
+            if labels_key is not None and after is labels:
+                if not request.allowed_on(labels_key):
+                    continue
+            elif not request.allowed(after):
+                continue
         room = free if left is None else left
         here = -1
         for name, amount, default in request.needs:  # Request.count_in, inlined for speed
@@ -231,10 +249,21 @@ def fill(free: Mapping[str, float], total: Resources, labels: Mapping[str, str],
             rest = left.get(name, 1.0) - amount * count
             left[name] = rest if rest > 0 else 0.0
         counts.append((index, count))
+        wanted.append(want)
     if left is None:
         return None
     placed = [requests[index] for index, _ in counts]
-    return Fill(counts, left, after, utilization_score(total, left, placed, after))
+    return Fill(counts, wanted, left, after, utilization_score(total, left, placed, after))
+
+
+def _unchanged(result: Fill, remaining: Sequence[int]) -> bool:
+    """The same node would take the same fill now: each placed request is still wanted at
+    least as much, and one that took all that was left then still has exactly that left."""
+    for (index, count), wanted in zip(result.counts, result.wanted, strict=True):
+        left = remaining[index]
+        if left < count or (count == wanted and left != wanted):
+            return False
+    return True
 
 
 def _repeats(result: Fill, remaining: Sequence[int]) -> int:
@@ -268,6 +297,10 @@ class Template:
     total: Resources
     labels: Mapping[str, str]
     order: int
+    labels_key: tuple = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.labels_key = _items(self.labels)
 
 
 @dataclass
@@ -389,7 +422,7 @@ class Placer:
                 where = self._where_to_look(live)
                 if where not in scans:
                     scans[where] = self._scan(where)
-                if not self._score_some(scans[where], heap, requests, remaining, live, seen,
+                if not self._score_some(scans[where], heap, requests, remaining, seen,
                                         commits):
                     return
                 continue
@@ -397,8 +430,10 @@ class Placer:
             free_members = len(group.members) - taken.get(group, 0)
             if free_members <= 0:
                 continue
-            if scored_at != commits:  # requests were used up since: score it again
-                again = fill(group.free, group.total, group.labels, requests, remaining)
+            if scored_at != commits and not _unchanged(result, remaining):
+                # requests were used up since: score it again
+                again = fill(group.free, group.total, group.labels, requests, remaining,
+                             group.key[3])
                 if again is None:
                     continue
                 fresh = _key(again.score)
@@ -455,8 +490,7 @@ class Placer:
 
     @staticmethod
     def _score_some(scan: Iterator[_Group], heap: list, requests: list[Request],
-                    remaining: list[int], shapes: list[Request], seen: set[_Group],
-                    commits: int) -> bool:
+                    remaining: list[int], seen: set[_Group], commits: int) -> bool:
         """Score the next SCORED_NODES groups from `scan` that take something into `heap`.
         Ray scores every node; the scan goes from the fullest nodes up, which are the ones
         its utilization score favours, so a looser node is rarely better than all of these
@@ -466,9 +500,8 @@ class Placer:
             if group in seen:
                 continue
             seen.add(group)  # what a node cannot take now it cannot take later in the pass
-            if not _may_fit(group.free, shapes):
-                continue
-            result = fill(group.free, group.total, group.labels, requests, remaining)
+            result = fill(group.free, group.total, group.labels, requests, remaining,
+                          group.key[3])
             if result is None:
                 continue
             heapq.heappush(heap, (_key(result.score), group.order, next(_ENTRY), group, commits,
@@ -490,7 +523,7 @@ class Placer:
                 if space <= 0:
                     continue
                 result = fill(template.total, template.total, template.labels, requests,
-                              remaining)
+                              remaining, template.labels_key)
                 if result is None:
                     continue
                 key = (_key(result.score), template.order)
@@ -544,10 +577,6 @@ def _room(total: Resources, free: Mapping[str, float]) -> float:
 def _distinct_shapes(requests: Sequence[Request]) -> list[Request]:
     """One request of each shape: a node that fits none of them is not scored."""
     return list({r.shape: r for r in requests}.values())
-
-
-def _may_fit(free: Mapping[str, float], requests: Sequence[Request]) -> bool:
-    return any(request.count_in(free) for request in requests)
 
 
 def round_up(amount: float, digits: int = 2) -> float:

@@ -10,6 +10,7 @@ each candidate node and scores the leftover again. Launches are then limited as 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import Counter
 from collections.abc import Iterable
@@ -68,6 +69,7 @@ class _ScaleUp:
         self.floor = Placer() if ctx.snapshot.constraints else None
         self.sim_by_ip: dict[str, SimNode] = {}
         self.waiting: dict[Why, tuple[int, str]] = {}
+        self._possible_cache: dict[tuple, bool] = {}
 
     def run(self) -> dict[str, SimNode]:
         self._add_existing_nodes()
@@ -302,12 +304,20 @@ class _ScaleUp:
     def _possible(self, request: Request) -> bool:
         """Some machine could ever hold one bundle: a type that allows workers and carries
         the labels (Ray's `is_feasible`), or a node already in the cluster (e.g. the head)."""
+        key = (request.shape, request.selectors, request.tied)
+        if key not in self._possible_cache:
+            self._possible_cache[key] = self._could_hold(request)
+        return self._possible_cache[key]
+
+    def _could_hold(self, request: Request) -> bool:
         if not request.tied:
             for node_type in self.config.node_types:
                 if node_type.effective_max > 0 and self._type_holds(node_type.name, request):
                     return True
         ctx = self.ctx
-        return any(fits_in(node.total, request.shape) and request.allowed(sim.labels)
+        # Not its group's spreading: how many distinct nodes that needs is checked apart.
+        unspread = dataclasses.replace(request, spread="")
+        return any(fits_in(node.total, request.shape) and unspread.allowed(sim.labels)
                    for ip, node in ctx.alive.items()
                    if ip not in ctx.leaving and (sim := self.sim_by_ip.get(ip)) is not None)
 
