@@ -120,3 +120,12 @@ def test_a_machine_that_left_the_file_is_reached_as_a_worker_of_its_type(tmp_pat
     # its node type is gone too: it is reached as the file reaches the head's type
     assert loaded.hostvars_of_leaving("10.0.9.9", "tpu")["ray_node_type"] == "head"
     assert "10.0.2.9" not in loaded.pool
+
+
+def test_node_type_labels_reach_the_decision(tmp_path):
+    labelled = TYPED.replace("        resources: {CPU: 8, GPU: 1}\n",
+                             "        resources: {CPU: 8, GPU: 1}\n"
+                             "        labels: {accelerator: a100, zone: rack-2}\n")
+    config = load_config(write(tmp_path, labelled)).config
+    assert config.node_type("gpu").labels == {"accelerator": "a100", "zone": "rack-2"}
+    assert config.node_type("cpu").labels == {}
