@@ -70,6 +70,7 @@ class _ScaleUp:
         self.sim_by_ip: dict[str, SimNode] = {}
         self.waiting: dict[Why, tuple[int, str]] = {}
         self._possible_cache: dict[tuple, bool] = {}
+        self._distinct_cache: dict[tuple, int] = {}
 
     def run(self) -> dict[str, SimNode]:
         self._add_existing_nodes()
@@ -222,9 +223,11 @@ class _ScaleUp:
             return
         strategy = group.strategy
         why = (Purpose.PLACEMENT_GROUP, f"{group.id} ({strategy.value})")
-        text = (f"{group.id} {strategy.value} ["
-                + ", ".join(format_resources(dict(shape)) + format_selectors(selectors)
-                            for shape, selectors in bundles) + "]")
+
+        def text() -> str:  # only for a report: not built for every group
+            return (f"{group.id} {strategy.value} ["
+                    + ", ".join(format_resources(dict(shape)) + format_selectors(selectors)
+                                for shape, selectors in bundles) + "]")
         key = _GROUP_LABEL + group.id
         placed = [ip for ip in group.placed_on if ip in self.sim_by_ip]
         if strategy == PG.STRICT_PACK:
@@ -247,14 +250,14 @@ class _ScaleUp:
                 if self._unknown_types(request):
                     self.waiting[why] = (len(bundles), self._why_waiting(request))
                 else:
-                    self._infeasible(DemandKind.PLACEMENT_GROUP, text, 1,
+                    self._infeasible(DemandKind.PLACEMENT_GROUP, text(), 1,
                                      f"bundle {_shape_text(request)} "
                                      f"{self._fits_nothing(request)}")
                 return
         if strategy == PG.STRICT_SPREAD:
             most = self._most_distinct_nodes(min(requests, key=Request.order), placed)
             if len(requests) > most:
-                self._infeasible(DemandKind.PLACEMENT_GROUP, text, 1,
+                self._infeasible(DemandKind.PLACEMENT_GROUP, text(), 1,
                                  f"STRICT_SPREAD needs {len(requests)} distinct nodes"
                                  + (f" besides the {plural(len(placed), 'node')} holding "
                                     "its placed bundles" if placed else "")
@@ -277,6 +280,12 @@ class _ScaleUp:
         """How many different nodes could ever hold `request`: the alive nodes outside the
         pool that can, plus every machine the configuration allows of the types that can,
         less the nodes that hold bundles of its group already."""
+        key = (request.shape, request.selectors, tuple(placed))
+        if key not in self._distinct_cache:
+            self._distinct_cache[key] = self._count_distinct_nodes(request, placed)
+        return self._distinct_cache[key]
+
+    def _count_distinct_nodes(self, request: Request, placed: list[str]) -> int:
         ctx = self.ctx
         outside = sum(1 for ip, node in ctx.alive.items()
                       if ip not in ctx.current and ip not in placed
