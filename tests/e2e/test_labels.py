@@ -68,8 +68,9 @@ def labelled(pool: pools.Pool, tmp_path_factory: pytest.TempPathFactory
     for machine in pool.workers:  # start from no worker running
         pool.ssh(machine, "sudo", "systemctl", "disable", "--now", "onprem-ray.service",
                  check=False)
+    # A busy host can take long to set up four machines: a generous limit for `up`.
     result = cluster.playbook("up", "-e", "ray_up_workers=min", "-e", "head_agent_enabled=true",
-                              "-e", "head_agent_interval=1")
+                              "-e", "head_agent_interval=1", timeout=1800)
     assert all(r["failed"] == 0 for r in recap(result.stdout).values())
     made = Autoscaled(cluster=cluster, unreachable="")
     made.wait("only the head ALIVE", lambda: made.workers_alive() == set(), timeout=120)
