@@ -540,28 +540,34 @@ class Placer:
 
     # -- applying a pass
 
-    def apply(self, attempt: Attempt, opener: Opener) -> list[SimNode]:
+    def apply(self, attempt: Attempt, opener: Opener, last: bool = False) -> list[SimNode]:
         """Commit `attempt`: nodes take their fills, new machines are opened. Returns the
-        nodes that got something."""
+        nodes that got something. `last`: no pass follows, so the nodes' free resources
+        need not be kept."""
         touched = []
+        used: dict[_Group, int] = {}  # with `last`, members stay in their group
         for group, times, result in attempt.existing:
-            members = list(group.members)[:times]
+            start = used.get(group, 0)
+            members = list(group.members)[start:start + times]
+            if last:
+                used[group] = start + times
             for node in members:
-                self._host(node, group.total, attempt.requests, result)
+                self._host(node, group.total, attempt.requests, result, last)
             touched.extend(members)
         for template, times, result in attempt.new:
             nodes = opener(template.node_type, times)
             for node in nodes:
-                self._host(node, template.total, attempt.requests, result)
+                self._host(node, template.total, attempt.requests, result, last)
             touched.extend(nodes)
         return touched
 
     def _host(self, node: SimNode, total: Resources, requests: Sequence[Request],
-              result: Fill) -> None:
+              result: Fill, last: bool) -> None:
         for index, count in result.counts:
             node.host(requests[index].why, count)
         node.labels.update(result.labels)
-        self._put(node, total, dict(result.free), dict(result.labels))
+        if not last:
+            self._put(node, total, dict(result.free), dict(result.labels))
 
 
 def _items(mapping: Mapping) -> tuple:

@@ -168,7 +168,7 @@ class _ScaleUp:
     def _pending(self) -> None:
         requests = self._requests(self.ctx.snapshot.pending, Purpose.PENDING,
                                   DemandKind.BUNDLE)
-        self._pass(self.demand, requests)
+        self._pass(self.demand, requests, last=True)
 
     def _requests(self, demand: Iterable, purpose: Purpose, kind: DemandKind
                   ) -> list[tuple[Request, int]]:
@@ -195,12 +195,13 @@ class _ScaleUp:
                 requests.append((request, count))
         return requests
 
-    def _pass(self, placer: Placer, requests: list[tuple[Request, int]]) -> None:
+    def _pass(self, placer: Placer, requests: list[tuple[Request, int]],
+              last: bool = False) -> None:
         """Place what can be placed (tasks and request_resources() need not be whole)."""
         if not requests:
             return
         attempt = placer.attempt(requests, self.pad.templates, self.pad.room)
-        placer.apply(attempt, self.pad.open)
+        placer.apply(attempt, self.pad.open, last)
         for request, left in attempt.leftover():
             self.waiting[request.why] = (left, self._why_waiting(request))
 
