@@ -73,10 +73,10 @@ def _cluster_config(path: str) -> Config:
 
 def _simulate(run: tuple) -> tuple[Result, float]:
     config, works, horizon, interval, seed = run
-    started = time.monotonic()
+    started = time.process_time()
     result = Simulation(config, works, label=label(config), horizon_s=horizon,
                         interval_s=interval, seed=seed).run()
-    return result, time.monotonic() - started
+    return result, time.process_time() - started
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -145,11 +145,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  references: {time.monotonic() - started:.1f} s", flush=True)
     runs = [(config, works, horizon, args.interval, args.seed)
             for config in settings(base, args.idle, args.speed, args.launches)]
+    cpu = time.process_time()
     with concurrent.futures.ProcessPoolExecutor(args.jobs) as pool:
         results = []
         for result, seconds in pool.map(_simulate, runs):
             results.append(result)
-            print(f"  {result.label}: {seconds:.1f} s, {result.decide_calls:,} decisions of "
+            cpu += seconds
+            print(f"  {result.label}: {seconds:.1f} s of CPU, {result.decide_calls:,} decisions of "
                   f"{result.ticks:,} intervals", flush=True)
     elapsed = time.monotonic() - started
 
@@ -165,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
              "Work still waiting at the end counts with its wait so far"
              + (": " + ", ".join(f"{s} {u:,}" for s, u in unserved) if unserved else
                 " (none was)") + ".",
-             f"Simulated in {elapsed:.0f} s."]
+             f"Simulated in {elapsed:.0f} s ({cpu:.0f} s of CPU in all)."]
     print("\n".join(notes))
     if args.out:
         out = Path(args.out)

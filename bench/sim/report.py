@@ -120,12 +120,12 @@ def plots(out: Path, reference: Result, results: Sequence[Result], oracle_h: flo
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(8, 4.5))
-    for result in results:
+    for index, result in enumerate(results):
         r = row(result)
         ax.scatter(r["machine_h"], r["p95"], marker="o")
         ax.scatter(r["machine_h"], r["p50"], marker="x", color="0.5")
         ax.annotate(result.label, (r["machine_h"], r["p95"]), fontsize=7,
-                    xytext=(4, 3), textcoords="offset points")
+                    xytext=(5, 4 - 11 * (index % 2)), textcoords="offset points")
     ref = row(reference)
     where = ax.get_xaxis_transform()  # x in data, y in axes fraction
     for x, text, color in ((ref["machine_h"], "all machines always on", "k"),
