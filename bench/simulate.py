@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import contextlib
 import dataclasses
 import importlib.util
 import sys
@@ -146,13 +147,18 @@ def main(argv: list[str] | None = None) -> int:
     runs = [(config, works, horizon, args.interval, args.seed)
             for config in settings(base, args.idle, args.speed, args.launches)]
     cpu = time.process_time()
-    with concurrent.futures.ProcessPoolExecutor(args.jobs) as pool:
-        results = []
-        for result, seconds in pool.map(_simulate, runs):
+    results = []
+    with contextlib.ExitStack() as stack:
+        if args.jobs > 1:
+            pool = stack.enter_context(concurrent.futures.ProcessPoolExecutor(args.jobs))
+            done = pool.map(_simulate, runs)
+        else:
+            done = map(_simulate, runs)
+        for result, seconds in done:
             results.append(result)
             cpu += seconds
-            print(f"  {result.label}: {seconds:.1f} s of CPU, {result.decide_calls:,} decisions of "
-                  f"{result.ticks:,} intervals", flush=True)
+            print(f"  {result.label}: {seconds:.1f} s of CPU, {result.decide_calls:,} "
+                  f"decisions of {result.ticks:,} intervals", flush=True)
     elapsed = time.monotonic() - started
 
     ref = row(reference)

@@ -153,3 +153,45 @@ def test_work_asking_for_a_resource_no_machine_has_waits_and_is_reported(tmp_pat
     result = Simulation(small_config(), works, horizon_s=600).run()
     assert result.waits == [] and result.unserved == [(600.0, 1)]
     assert result.adds == 0
+
+
+def _simulate_main():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "simulate", Path(__file__).resolve().parents[2] / "bench" / "simulate.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_command_prints_the_table_and_writes_the_plots(tmp_path, capsys):
+    simulate = _simulate_main()
+    out = tmp_path / "plots"
+    code = simulate.main(["--hours", "12", "--pool-fraction", "0.02", "--idle", "1", "15",
+                          "--speed", "1", "--jobs", "1", "--out", str(out)])
+    assert code == 0
+    printed = capsys.readouterr().out
+    for row in ("| all machines always on |", "| oracle lower bound |",
+                "| idle 1 min, speed 1 |", "| idle 15 min, speed 1 |"):
+        assert row in printed
+    pngs = sorted(p.name for p in out.glob("*.png"))
+    assert pngs == ["cost-vs-wait.png", "demand-and-machines.png", "wait-distribution.png"]
+    assert all((out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for name in pngs)
+    assert "| idle 1 min, speed 1 |" in (out / "table.md").read_text()
+
+
+def test_the_command_says_matplotlib_is_missing(tmp_path, capsys, monkeypatch):
+    simulate = _simulate_main()
+    real = simulate.importlib.util.find_spec
+    monkeypatch.setattr(simulate.importlib.util, "find_spec",
+                        lambda name, *a: None if name == "matplotlib" else real(name, *a))
+    assert simulate.main(["--out", str(tmp_path)]) == 2
+    assert "the plots need matplotlib, which is not installed" in capsys.readouterr().err
+
+
+def test_the_command_refuses_a_bad_trace(tmp_path, capsys):
+    path = tmp_path / "t.jsonl"
+    path.write_text('{"format": "onprem-ray-trace", "version": 1}\n{"t": 1}\n')
+    assert _simulate_main().main(["--trace", str(path)]) == 2
+    assert f"{path}:2: duration_s must be a number" in capsys.readouterr().err
