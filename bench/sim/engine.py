@@ -28,8 +28,6 @@ from sim.trace import Work
 S = MachineState
 FLAP_WINDOW_S = 600.0  # a machine retired and added again within this is a flap
 SAMPLE_S = 60.0  # time series resolution for the plots
-# Machines that cost: from the add decided until gone from Ray.
-ON = frozenset({S.JOINING, S.ACTIVE, S.DRAINING, S.RETIRING})
 
 _ARRIVE, _FINISH, _ALIVE, _DRAIN, _GONE = range(5)
 

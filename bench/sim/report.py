@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from sim.engine import FLAP_WINDOW_S, Result
+from sim.engine import Result
 
 
 def percentile(waits: Sequence[tuple[float, int]], q: float) -> float:
@@ -144,5 +144,3 @@ def plots(out: Path, reference: Result, results: Sequence[Result], oracle_h: flo
     plt.close(fig)
     return written
 
-
-__all__ = ["FLAP_WINDOW_S", "percentile", "plots", "row", "table"]
