@@ -111,7 +111,7 @@ def plots(out: Path, reference: Result, results: Sequence[Result], oracle_h: flo
     ax.set_xlabel("wait from arrival to placement, s (log; below 0.1 s drawn at 0.1 s)")
     ax.set_ylabel("share of demand")
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="lower right")
     ax.set_title("Wait time distribution (tasks and actors each, a placement group whole)",
                  fontsize=10)
     fig.tight_layout()
@@ -120,23 +120,26 @@ def plots(out: Path, reference: Result, results: Sequence[Result], oracle_h: flo
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(8, 4.5))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for index, result in enumerate(results):
         r = row(result)
-        ax.scatter(r["machine_h"], r["p95"], marker="o")
-        ax.scatter(r["machine_h"], r["p50"], marker="x", color="0.5")
-        ax.annotate(result.label, (r["machine_h"], r["p95"]), fontsize=7,
-                    xytext=(5, 4 - 11 * (index % 2)), textcoords="offset points")
+        ax.plot([r["machine_h"]] * 2, [r["p50"], r["p95"]], color="0.8", lw=1, zorder=1)
+        ax.scatter(r["machine_h"], r["p95"], color=colors[index % len(colors)],
+                   marker="os^Dv<>p"[index // len(colors) % 8], label=result.label, zorder=2)
+        ax.scatter(r["machine_h"], r["p50"], marker="x", color="0.5", zorder=2)
     ref = row(reference)
-    where = ax.get_xaxis_transform()  # x in data, y in axes fraction
-    for x, text, color in ((ref["machine_h"], "all machines always on", "k"),
-                           (oracle_h, "oracle lower bound", "g")):
-        ax.axvline(x, color=color, ls="--", lw=1)
-        ax.text(x, 0.5, f" {text} (wait p95 {ref['p95']:.0f} s)", transform=where,
-                rotation=90, fontsize=7, va="center", ha="right")
+    ax.axvline(oracle_h, color="g", ls="--", lw=1)
+    ax.text(oracle_h, 0.5, f" oracle lower bound: {oracle_h:,.0f} h ", rotation=90,
+            fontsize=7, va="center", ha="right", transform=ax.get_xaxis_transform())
+    ax.set_xlim(left=oracle_h * 0.97)
     ax.set_ylim(bottom=0)
+    ax.text(0.99, 0.97, f"all machines always on: {ref['machine_h']:,.0f} h, "
+            f"wait p95 {ref['p95']:.0f} s (off the scale)", transform=ax.transAxes,
+            fontsize=7, ha="right", va="top")
     ax.set_xlabel("machine-hours in the day")
-    ax.set_ylabel("wait, s: p95 (dots), p50 (crosses)")
+    ax.set_ylabel("wait, s: p95 (marks), p50 (crosses)")
     ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="center right")
     ax.set_title("Cost against wait, per policy setting", fontsize=10)
     fig.tight_layout()
     written.append(out / "cost-vs-wait.png")
