@@ -119,31 +119,41 @@ def plots(out: Path, reference: Result, results: Sequence[Result], oracle_h: flo
     fig.savefig(written[-1], dpi=80)
     plt.close(fig)
 
-    fig, ax = plt.subplots(figsize=(8, 4.5))
+    written.append(cost_vs_wait(out, [row(r) for r in results], row(reference), oracle_h))
+    return written
+
+
+
+def cost_vs_wait(out: Path, rows: Sequence[dict[str, object]], reference: dict[str, object],
+                 oracle_h: float) -> Path:
+    """Machine-hours against wait (p95 and p50), one mark per setting (rows of `row`)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(10, 4.5))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for index, result in enumerate(results):
-        r = row(result)
+    for index, r in enumerate(rows):
         ax.plot([r["machine_h"]] * 2, [r["p50"], r["p95"]], color="0.8", lw=1, zorder=1)
         ax.scatter(r["machine_h"], r["p95"], color=colors[index % len(colors)],
-                   marker="os^Dv<>p"[index // len(colors) % 8], label=result.label, zorder=2)
+                   marker="os^Dv<>p"[index // len(colors) % 8], label=r["setting"], zorder=2)
         ax.scatter(r["machine_h"], r["p50"], marker="x", color="0.5", zorder=2)
-    ref = row(reference)
     ax.axvline(oracle_h, color="g", ls="--", lw=1)
     ax.text(oracle_h, 0.5, f" oracle lower bound: {oracle_h:,.0f} h ", rotation=90,
             fontsize=7, va="center", ha="right", transform=ax.get_xaxis_transform())
     ax.set_xlim(left=oracle_h * 0.97)
     ax.set_ylim(bottom=0)
-    ax.text(0.99, 0.97, f"all machines always on: {ref['machine_h']:,.0f} h, "
-            f"wait p95 {ref['p95']:.0f} s (off the scale)", transform=ax.transAxes,
+    ax.text(0.99, 0.97, f"all machines always on: {reference['machine_h']:,.0f} h, "
+            f"wait p95 {reference['p95']:.0f} s (off the scale)", transform=ax.transAxes,
             fontsize=7, ha="right", va="top")
     ax.set_xlabel("machine-hours in the day")
     ax.set_ylabel("wait, s: p95 (marks), p50 (crosses)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="center right")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.set_title("Cost against wait, per policy setting", fontsize=10)
     fig.tight_layout()
-    written.append(out / "cost-vs-wait.png")
-    fig.savefig(written[-1], dpi=80)
+    path = out / "cost-vs-wait.png"
+    fig.savefig(path, dpi=80)
     plt.close(fig)
-    return written
-
+    return path
