@@ -1,4 +1,4 @@
-"""Command line of the agent: `run` (the default), `status`, `plan`."""
+"""Command line of the agent: `run` (the default), `status`, `plan`, `history`."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 from onprem_ray_agent import DEFAULT_METRICS_PORT as DEFAULT_PORT
 from onprem_ray_agent import __version__
 
-COMMANDS = ("run", "status", "plan")
+COMMANDS = ("run", "status", "plan", "history")
 
 
 def _plan(args: argparse.Namespace) -> int:
@@ -79,6 +79,20 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _history(args: argparse.Namespace) -> int:
+    from onprem_ray_agent.history import HistoryError, export
+
+    try:
+        summary = export(Path(args.state_dir), Path(args.export))
+    except HistoryError as err:
+        print(f"onprem-ray-agent history: {err}", file=sys.stderr)
+        return 2
+    print(f"{args.export}: {summary.records} records, {summary.tasks} tasks over "
+          f"{summary.duration_s / 3600:.1f} h ({summary.waited} waited; "
+          f"{summary.left_pending} bundles still pending at the end left out)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="onprem-ray-agent",
@@ -134,6 +148,15 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("snapshot", metavar="SNAPSHOT.json")
     plan.add_argument("--compact", action="store_true", help="one line of JSON")
     plan.set_defaults(handler=_plan)
+
+    history = commands.add_parser(
+        "history", help="export the recorded demand as a trace for bench/simulate.py",
+        description="Write the demand the agent recorded in the state directory "
+                    "(history.jsonl) as a trace that bench/simulate.py --trace replays; "
+                    "docs/scaling.md describes both formats.")
+    history.add_argument("--state-dir", required=True)
+    history.add_argument("--export", required=True, metavar="FILE", help="the trace to write")
+    history.set_defaults(handler=_history)
     return parser
 
 

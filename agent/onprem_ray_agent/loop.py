@@ -295,6 +295,7 @@ class Agent:
     def _start_run(self, action: Action, records: dict[str, Machine], busy: dict[str, str],
                    step: _Iteration) -> None:
         runner = self._runner()
+        pool = self.pool  # a set of every machine: made once, not once per IP
         ips = []
         for ip in action.ips:
             if ip in busy:
@@ -304,7 +305,7 @@ class Agent:
                     transitions.TRANSITIONS:
                 state = records[ip].state.value if ip in records else "not recorded"
                 step.held.append(f"{ip}: {action.kind.value} held: it is {state}")
-            elif ip not in self.pool and not self._reach(action, records[ip], step):
+            elif ip not in pool and not self._reach(action, records[ip], step):
                 step.held.append(f"{ip}: {action.kind.value} refused: not in the inventory, "
                                  "so the playbooks cannot reach it; put it back in the "
                                  "inventory to retire it, or stop Ray on it by hand")

@@ -21,6 +21,7 @@ from pathlib import Path
 from onprem_ray_agent.adapters.ray_state import GcsRayState
 from onprem_ray_agent.adapters.runner import AnsibleRunner, PlaybookRunner, ansible_environment
 from onprem_ray_agent.config import ConfigError, LoadedConfig, collection_dir, load_config
+from onprem_ray_agent.history import HistoryRecorder
 from onprem_ray_agent.loop import RETIRE_STOP_MARGIN_S, Agent, IterationReport, RayState
 from onprem_ray_agent.metrics import DEFAULT_PORT, AgentMetrics
 from onprem_ray_agent.status import write_status_file
@@ -144,6 +145,7 @@ def _serve(options: Options, loaded: LoadedConfig, store: StateStore, signals: S
         log.info("metrics on http://%s:%d/metrics", address, options.metrics_port)
     agent = Agent(loaded.config, store, ray or GcsRayState(options.gcs_address), runner,
                   metrics=metrics, dry_run=options.dry_run)
+    history = HistoryRecorder(options.state_dir, loaded.config.head_ip)
     try:
         if not options.dry_run:
             agent.reconcile(time.time())
@@ -167,6 +169,8 @@ def _serve(options: Options, loaded: LoadedConfig, store: StateStore, signals: S
                     write_status_file(options.state_dir, report,
                                       cluster_file=str(loaded.path),
                                       gcs_address=options.gcs_address)
+                    if report.demand is not None:
+                        history.record(report.now, report.demand)
             if options.once:
                 _finish_started_runs(agent, runner, loaded, signals)
                 break
