@@ -72,8 +72,8 @@ attributes:
   diff_mode:
     support: full
 notes:
-  - Run it with C(no_log) when O(token) is passed from a variable and the run's output is kept:
-    the module hides the value in its own result, Ansible's task display is the caller's.
+  - The module hides O(token) in its own result; a task that reads the token from elsewhere
+    (M(ansible.builtin.slurp)) needs C(no_log) itself.
 """
 
 EXAMPLES = r"""

@@ -19,7 +19,8 @@ version_added: 0.1.0
 author: onprem.ray maintainers
 options:
   python:
-    description: The interpreter that creates Ray's venv; its version and venv support are reported.
+    description: The interpreter that creates Ray's venv; its version and venv support are reported
+      (empty string, not probed).
     type: path
     default: /usr/bin/python3
   venv:
@@ -35,7 +36,7 @@ options:
     elements: str
     default: []
   ports:
-    description: TCP ports reported in RV(ports_in_use) when something listens there (0: ignored).
+    description: TCP ports reported in RV(ports_in_use) when something listens there (0 is ignored).
     type: list
     elements: int
     default: []
@@ -309,7 +310,7 @@ def commands_state(state_dir):
 def probe(params):
     release = os_release()
     systemd = os.path.isdir("/run/systemd/system")
-    version, venv_ok = python_info(params["python"])
+    version, venv_ok = python_info(params["python"]) if params["python"] else ("", False)
     listening = listening_ports()
     known = read(os.path.expanduser(params["known_hosts"])) if params["known_hosts"] else None
     host_key = read("/etc/ssh/ssh_host_ed25519_key.pub") or ""
