@@ -216,7 +216,10 @@ def main():
     for entry in module.params["files"]:
         try:
             changed, diff = ensure(entry, module.check_mode)
-        except (EntryError, OSError) as err:
+        except EntryError as err:
+            module.fail_json(msg=f"{entry['path']}: {to_native(err)}",
+                             changed=bool(changed_paths), changed_paths=changed_paths)
+        except OSError as err:
             module.fail_json(msg=f"{entry['path']}: {type(err).__name__}: {to_native(err)}",
                              changed=bool(changed_paths), changed_paths=changed_paths)
         if changed:
