@@ -52,7 +52,8 @@ def test_diff_of_a_mode_change_says_so(run_module, tmp_path) -> None:
 
 
 def test_secret_content_is_never_returned(run_module, tmp_path) -> None:
-    secret = "-----BEGIN KEY-----\nc2VjcmV0LWtleS1ib2R5LXRoYXQtbXVzdC1ub3QtbGVhaw==\n-----END KEY-----\n"
+    secret = ("-----BEGIN KEY-----\n"  # noqa: S105 - a made-up key
+              "c2VjcmV0LWtleS1ib2R5LXRoYXQtbXVzdC1ub3QtbGVhaw==\n-----END KEY-----\n")
     target = tmp_path / "key"
     target.write_text("an old key\n")
     entry = {"path": str(target), "secret_content": secret, "mode": "0600"}
