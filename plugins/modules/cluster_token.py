@@ -17,7 +17,7 @@ description:
   - The token is never returned nor shown in a diff; the diff says only whether it is created,
     replaced or kept.
 version_added: 0.1.0
-author: onprem.ray maintainers
+author: onprem.ray maintainers (@onprem-ray)
 options:
   path:
     description: The token file.
@@ -54,7 +54,7 @@ options:
     suboptions:
       path:
         description: The copy (C(~user/) expanded).
-        type: str
+        type: path
         required: true
       owner:
         description: Owner of the copy (and of a parent directory made for it).
@@ -68,8 +68,10 @@ options:
         default: "0600"
 attributes:
   check_mode:
+    description: Can run in check mode and return what would change.
     support: full
   diff_mode:
+    description: Returns details on what changed (or would change) with C(--diff).
     support: full
 notes:
   - The module hides O(token) in its own result; a task that reads the token from elsewhere
@@ -175,7 +177,7 @@ def main():
             "group": {"type": "str"},
             "mode": {"type": "str", "default": "0600"},
             "copies": {"type": "list", "elements": "dict", "default": [], "options": {
-                "path": {"type": "str", "required": True},
+                "path": {"type": "path", "required": True},
                 "owner": {"type": "str"},
                 "group": {"type": "str"},
                 "mode": {"type": "str", "default": "0600"},
@@ -207,8 +209,7 @@ def main():
         if ensure_file(path, data, params["owner"], params["group"], params["mode"], check):
             changed_paths.append(path)
         for copy in params["copies"]:
-            target = os.path.expanduser(copy["path"])
-            if ensure_file(target, data, copy["owner"], copy["group"], copy["mode"], check,
+            if ensure_file(copy["path"], data, copy["owner"], copy["group"], copy["mode"], check,
                            make_parent=True):
                 changed_paths.append(copy["path"])
     except (OSError, ValueError) as err:

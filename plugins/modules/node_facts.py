@@ -16,7 +16,7 @@ description:
     there, units, ports in use, users, recorded command hashes, files and directory trees.
   - Reads only; changes nothing.
 version_added: 0.1.0
-author: onprem.ray maintainers
+author: onprem.ray maintainers (@onprem-ray)
 options:
   python:
     description: The interpreter that creates Ray's venv; its version and venv support are reported
@@ -44,8 +44,9 @@ options:
     description: A directory of C(<name>.sha256) files, reported as RV(commands_state).
     type: path
   paths:
-    description: Paths (C(~user/) expanded) whose existence, kind, mode, owner, group and SHA-1
-      are reported.
+    description:
+      - Paths whose existence, kind, mode, owner, group and SHA-1 are reported, keyed by the
+        path as given (C(~user/) is expanded to find the file, not in the key).
     type: list
     elements: str
     default: []
@@ -56,17 +57,19 @@ options:
     default: []
   known_hosts:
     description: A known_hosts file (C(~user/) expanded) whose lines are reported.
-    type: str
+    type: path
   trees:
     description: Directories whose SHA-256 over relative paths and contents (Python caches left
       out) is reported.
     type: list
-    elements: str
+    elements: path
     default: []
 attributes:
   check_mode:
+    description: Can run in check mode and return what would change.
     support: full
   diff_mode:
+    description: Returns details on what changed (or would change) with C(--diff).
     support: none
 """
 
@@ -263,7 +266,6 @@ def stat_path(path):
 def tree_hash(root):
     """SHA-256 over the relative paths and contents of the files under `root`, Python caches
     left out: the same on the controller and on the node when the trees are the same."""
-    root = os.path.expanduser(root)
     if not os.path.isdir(root):
         return None
     digest = hashlib.sha256()
@@ -312,7 +314,7 @@ def probe(params):
     systemd = os.path.isdir("/run/systemd/system")
     version, venv_ok = python_info(params["python"]) if params["python"] else ("", False)
     listening = listening_ports()
-    known = read(os.path.expanduser(params["known_hosts"])) if params["known_hosts"] else None
+    known = read(params["known_hosts"]) if params["known_hosts"] else None
     host_key = read("/etc/ssh/ssh_host_ed25519_key.pub") or ""
     return {
         "os_id": release.get("id", ""),
@@ -347,8 +349,8 @@ def main():
             "state_dir": {"type": "path"},
             "paths": {"type": "list", "elements": "str", "default": []},
             "users": {"type": "list", "elements": "str", "default": []},
-            "known_hosts": {"type": "str"},
-            "trees": {"type": "list", "elements": "str", "default": []},
+            "known_hosts": {"type": "path"},
+            "trees": {"type": "list", "elements": "path", "default": []},
         },
         supports_check_mode=True,
     )

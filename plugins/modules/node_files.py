@@ -18,7 +18,7 @@ description:
   - With C(--diff) it shows each changed file's content before and after, except for entries
     given by O(files[].secret_content), whose content is never shown nor returned.
 version_added: 0.1.0
-author: onprem.ray maintainers
+author: onprem.ray maintainers (@onprem-ray)
 options:
   files:
     description: The files and directories, in the order they are ensured (a directory before
@@ -29,7 +29,7 @@ options:
     suboptions:
       path:
         description: Absolute path, or C(~user/...).
-        type: str
+        type: path
         required: true
       state:
         description: A file with O(files[].content) or O(files[].secret_content), or a directory.
@@ -54,8 +54,10 @@ options:
         type: str
 attributes:
   check_mode:
+    description: Can run in check mode and return what would change.
     support: full
   diff_mode:
+    description: Returns details on what changed (or would change) with C(--diff).
     support: full
 """
 
@@ -177,7 +179,7 @@ def ensure_file(path, data, uid, gid, mode, check, secret):
 
 def ensure(entry, check):
     """(changed, diff) for one entry; EntryError or OSError when it cannot be ensured."""
-    path = os.path.expanduser(entry["path"])
+    path = entry["path"]
     if not os.path.isabs(path):
         raise EntryError("not an absolute path")
     uid, gid = ids(entry["owner"], entry["group"], check)
@@ -199,7 +201,7 @@ def main():
             "files": {
                 "type": "list", "elements": "dict", "required": True,
                 "options": {
-                    "path": {"type": "str", "required": True},
+                    "path": {"type": "path", "required": True},
                     "state": {"type": "str", "choices": ["file", "directory"], "default": "file"},
                     "content": {"type": "str"},
                     "secret_content": {"type": "str", "no_log": True},

@@ -17,7 +17,7 @@ description:
   - Run it with the Ray venv's interpreter (C(ansible_python_interpreter)) and, with token
     authentication, C(RAY_AUTH_MODE) and C(RAY_AUTH_TOKEN_PATH) in the task's C(environment).
 version_added: 0.1.0
-author: onprem.ray maintainers
+author: onprem.ray maintainers (@onprem-ray)
 requirements:
   - ray (the version the cluster runs)
 options:
@@ -40,7 +40,7 @@ options:
     description: Seconds Ray gets to drain the node (its drain deadline).
     type: int
     default: 300
-  message:
+  drain_message:
     description: The reason recorded with the drain in Ray.
     type: str
     default: onprem.ray
@@ -55,9 +55,11 @@ options:
     default: true
 attributes:
   check_mode:
+    description: Can run in check mode and return what would change.
     support: full
     details: Says whether the node would be drained; asks Ray nothing else.
   diff_mode:
+    description: Returns details on what changed (or would change) with C(--diff).
     support: none
 """
 
@@ -137,7 +139,7 @@ def main():
             "node_ip": {"type": "str", "required": True},
             "reason": {"type": "str", "choices": ["idle", "preemption"], "default": "idle"},
             "timeout": {"type": "int", "default": 300},
-            "message": {"type": "str", "default": "onprem.ray"},
+            "drain_message": {"type": "str", "default": "onprem.ray"},
             "stop_unit": {"type": "str", "default": ""},
             "stop_at_deadline": {"type": "bool", "default": True},
         },
@@ -163,8 +165,8 @@ def main():
         module.exit_json(changed=True, drained=False, node=node, msg=f"{ip} would be drained")
     deadline_ms = int((time.time() + timeout) * 1000)
     # The node id goes as hex: the GCS decodes it with FromHex (a binary id is silently ignored).
-    accepted, why = client.drain_node(info.node_id.hex(), reason_code(p["reason"]), p["message"],
-                                      deadline_ms)
+    accepted, why = client.drain_node(info.node_id.hex(), reason_code(p["reason"]),
+                                      p["drain_message"], deadline_ms)
     if not accepted:
         module.fail_json(msg=f"Ray refused to drain {ip} (node {node['node_id']}): {as_text(why)}; "
                              "the node keeps running", node=node)

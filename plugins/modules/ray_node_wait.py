@@ -14,7 +14,7 @@ description:
   - Run it with the Ray venv's interpreter (C(ansible_python_interpreter)) and, with token
     authentication, C(RAY_AUTH_MODE) and C(RAY_AUTH_TOKEN_PATH) in the task's C(environment).
 version_added: 0.1.0
-author: onprem.ray maintainers
+author: onprem.ray maintainers (@onprem-ray)
 requirements:
   - ray (the version the cluster runs)
 options:
@@ -32,8 +32,10 @@ options:
     default: 120
 attributes:
   check_mode:
+    description: Can run in check mode and return what would change.
     support: full
   diff_mode:
+    description: Returns details on what changed (or would change) with C(--diff).
     support: none
 """
 
