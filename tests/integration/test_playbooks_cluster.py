@@ -195,6 +195,26 @@ def test_a_failed_write_of_secret_files_names_host_step_and_cause(cluster: Clust
     assert cluster.alive_ips() == cluster.all_ips
 
 
+def test_preflight_names_the_host_and_what_to_install(cluster: Cluster) -> None:
+    """A worker without rsync (the wheelhouse is pushed with it) fails preflight with its name
+    and the package to install; nothing is changed or stopped anywhere."""
+    worker = cluster.pool.workers[1]
+    before = {m.ip: cluster.unit(m) for m in cluster.pool.machines}
+    cluster.pool.ssh(worker, "sudo", "mv", "/usr/bin/rsync", "/usr/bin/rsync.hidden")
+    try:
+        result = cluster.playbook("up", "-e", "ray_up_workers=all", check=False)
+    finally:
+        cluster.pool.ssh(worker, "sudo", "mv", "/usr/bin/rsync.hidden", "/usr/bin/rsync")
+    failure = " ".join(failed_only_on(result, worker.ip).split())  # YAML output folds lines
+    step = result.stdout[:result.stdout.index(f"fatal: [{worker.ip}]")].rsplit("TASK [", 1)[1]
+    assert step.startswith("onprem.ray.ray : Preflight | check the machine has what"), step
+    assert f"{worker.ip}: missing on this machine" in failure, failure[:2000]
+    assert "rsync" in failure and "apt-get install" in failure
+    counts = recap(result.stdout)
+    assert all(c["changed"] == 0 for c in counts.values()), counts
+    assert {m.ip: cluster.unit(m) for m in cluster.pool.machines} == before
+
+
 def test_add_workers_refuses_to_run_without_a_limit(cluster: Cluster) -> None:
     result = cluster.playbook("add_workers", check=False)
     assert result.returncode != 0
