@@ -46,9 +46,9 @@ options:
   paths:
     description:
       - Paths whose existence, kind, mode, owner, group and SHA-1 are reported, keyed by the
-        path as given (C(~user/) is expanded to find the file, not in the key).
+        path (C(~user/) expanded).
     type: list
-    elements: str
+    elements: path
     default: []
   users:
     description: Users whose existence, home, shell and primary group are reported.
@@ -146,8 +146,8 @@ commands_state:
   returned: always
   type: dict
 files:
-  description: For each of O(paths), C(exists) and, when it does, C(isdir), C(mode), C(owner),
-    C(group), C(sha1).
+  description: For each of O(paths) (C(~user/) expanded), C(exists) and, when it does, C(isdir),
+    C(mode), C(owner), C(group), C(sha1).
   returned: always
   type: dict
 users:
@@ -244,9 +244,8 @@ def name_of(lookup, ident):
 
 def stat_path(path):
     """Existence, kind, mode, owner, group and, for a file, SHA-1 (Ansible's checksum)."""
-    full = os.path.expanduser(path)
     try:
-        st = os.stat(full)
+        st = os.stat(path)
     except OSError:
         return {"exists": False}
     out = {"exists": True, "isdir": stat.S_ISDIR(st.st_mode), "mode": f"{st.st_mode & 0o7777:04o}",
@@ -254,7 +253,7 @@ def stat_path(path):
     if stat.S_ISREG(st.st_mode):
         digest = hashlib.sha1()  # noqa: S324 - compared with Ansible's own checksums
         try:
-            with open(full, "rb") as f:
+            with open(path, "rb") as f:
                 for chunk in iter(lambda: f.read(1 << 20), b""):
                     digest.update(chunk)
             out["sha1"] = digest.hexdigest()
@@ -347,7 +346,7 @@ def main():
             "units": {"type": "list", "elements": "str", "default": []},
             "ports": {"type": "list", "elements": "int", "default": []},
             "state_dir": {"type": "path"},
-            "paths": {"type": "list", "elements": "str", "default": []},
+            "paths": {"type": "list", "elements": "path", "default": []},
             "users": {"type": "list", "elements": "str", "default": []},
             "known_hosts": {"type": "path"},
             "trees": {"type": "list", "elements": "path", "default": []},
