@@ -8,6 +8,7 @@ leaves the cluster as it found it (head + every worker ALIVE) unless it says oth
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 import json
 import re
@@ -112,6 +113,29 @@ def test_check_diff_on_the_converged_cluster_changes_nothing(cluster: Cluster) -
     assert cluster.alive_ips() == cluster.all_ips
 
 
+def test_check_diff_shows_a_changed_setting_and_changes_nothing(cluster: Cluster) -> None:
+    """--check --diff with another object store size: every node shows its start script's
+    diff (the flag added) and the restart it would do; no file changes, nothing restarts."""
+    before = {m.ip: cluster.unit(m) for m in cluster.pool.machines}
+    scripts = {m.ip: cluster.pool.ssh(m, "sudo", "cat", START_SCRIPT).stdout
+               for m in cluster.pool.machines}
+    result = cluster.playbook("up", "-e", "ray_up_workers=all", "-e",
+                              json.dumps({"ray_object_store_memory": 200_000_000}),
+                              "--check", "--diff")
+    counts = recap(result.stdout)
+    assert set(counts) == cluster.all_ips
+    assert all(c["changed"] > 0 and c["failed"] == 0 for c in counts.values()), counts
+    assert result.stdout.count(f"--- before: {START_SCRIPT}") == len(cluster.all_ips)
+    added = [line for line in result.stdout.splitlines()
+             if line.startswith("+exec ") and "--object-store-memory=200000000" in line]
+    assert {ip for ip in cluster.all_ips if any(f"={ip} " in line for line in added)} \
+        == cluster.all_ips, added
+    assert "RUNNING HANDLER [onprem.ray.ray : Restart Ray]" in result.stdout
+    assert {m.ip: cluster.pool.ssh(m, "sudo", "cat", START_SCRIPT).stdout
+            for m in cluster.pool.machines} == scripts
+    assert {m.ip: cluster.unit(m) for m in cluster.pool.machines} == before
+
+
 def test_a_running_worker_disabled_at_boot_is_enabled_again_without_a_restart(
         cluster: Cluster) -> None:
     worker = cluster.pool.workers[2]
@@ -127,13 +151,19 @@ def test_secrets_never_reach_the_output_even_at_vvv(cluster: Cluster) -> None:
     """The worker's token copy and the head's key to the workers are rewritten, at -vvv."""
     head, worker = cluster.pool.head, cluster.pool.workers[0]
     token = cluster.pool.ssh(head, "sudo", "cat", AUTH_FILE).stdout.strip()
-    key_body = "".join(cluster.pool.private_key.read_text().splitlines()[1:-1])
+    key = cluster.pool.private_key.read_text()
+    key_body = "".join(key.splitlines()[1:-1])
     assert len(token) == 64 and len(key_body) > 100
     cluster.pool.ssh(worker, "sudo", "rm", AUTH_FILE)
-    cluster.pool.ssh(head, "sh", "-c", f"rm {POOL_KEY}")
-    result = cluster.playbook("up", "-e", "ray_up_workers=all", "-vvv")
+    cluster.pool.ssh(head, "sh", "-c", f"rm {POOL_KEY} ~/.ray/auth_token")
+    result = cluster.playbook("up", "-e", "ray_up_workers=all", "-vvv", "--diff")
     output = result.stdout + result.stderr
-    for secret in (token, token[:16], key_body[:40], key_body[-40:]):
+    # The raw values, their base64 (slurp) and JSON-escaped (module arguments) forms.
+    key_json = json.dumps(key)[1:-1]
+    forms = [token, token[:16], base64.b64encode(token.encode()).decode()[:24],
+             key_body[:40], key_body[-40:], key_json[20:100], key_json[-100:-20],
+             base64.b64encode(key.encode()).decode()[8:60]]
+    for secret in forms:
         assert secret not in output
     counts = recap(result.stdout)
     assert counts[worker.ip]["changed"] > 0 and counts[head.ip]["changed"] > 0, counts
@@ -143,10 +173,11 @@ def test_secrets_never_reach_the_output_even_at_vvv(cluster: Cluster) -> None:
 
 
 def test_a_failed_write_of_secret_files_names_host_step_and_cause(cluster: Cluster) -> None:
-    """The token's helper call runs with no_log; its error is still reported, without it."""
+    """The files step of the head carries the key to the workers (hidden by the module, not by
+    no_log): a failure on a worker is reported with the host, the step and the path."""
     worker = cluster.pool.workers[1]
     before = {m.ip: cluster.unit(m) for m in cluster.pool.machines}
-    # A directory where the start script goes: the helper cannot write it.
+    # A directory where the start script goes: it cannot be written.
     cluster.pool.ssh(worker, "sudo", "sh", "-c",
                      f"mv {START_SCRIPT} {START_SCRIPT}.kept && mkdir {START_SCRIPT}")
     try:
@@ -155,12 +186,33 @@ def test_a_failed_write_of_secret_files_names_host_step_and_cause(cluster: Clust
         cluster.pool.ssh(worker, "sudo", "sh", "-c",
                          f"rmdir {START_SCRIPT} && mv {START_SCRIPT}.kept {START_SCRIPT}")
     failure = failed_only_on(result, worker.ip)
-    assert "Ray | the start script and unit were written and Ray started" in result.stdout
-    assert f"{worker.ip}: {START_SCRIPT}: IsADirectoryError" in failure, failure[:2000]
+    step = result.stdout[:result.stdout.index(f"fatal: [{worker.ip}]")].rsplit("TASK [", 1)[1]
+    assert step.startswith("onprem.ray.ray : Ray | configuration directory, start script"), step
+    assert f"{START_SCRIPT}: is a directory" in failure, failure[:2000]
     assert {m.ip: cluster.unit(m) for m in cluster.pool.machines} == before
     counts = recap(cluster.playbook("up", "-e", "ray_up_workers=all").stdout)
     assert all(c["changed"] == 0 for c in counts.values()), counts
     assert cluster.alive_ips() == cluster.all_ips
+
+
+def test_preflight_names_the_host_and_what_to_install(cluster: Cluster) -> None:
+    """A worker without rsync (the wheelhouse is pushed with it) fails preflight with its name
+    and the package to install; nothing is changed or stopped anywhere."""
+    worker = cluster.pool.workers[1]
+    before = {m.ip: cluster.unit(m) for m in cluster.pool.machines}
+    cluster.pool.ssh(worker, "sudo", "mv", "/usr/bin/rsync", "/usr/bin/rsync.hidden")
+    try:
+        result = cluster.playbook("up", "-e", "ray_up_workers=all", check=False)
+    finally:
+        cluster.pool.ssh(worker, "sudo", "mv", "/usr/bin/rsync.hidden", "/usr/bin/rsync")
+    failure = " ".join(failed_only_on(result, worker.ip).split())  # YAML output folds lines
+    step = result.stdout[:result.stdout.index(f"fatal: [{worker.ip}]")].rsplit("TASK [", 1)[1]
+    assert step.startswith("onprem.ray.ray : Preflight | check the machine has what"), step
+    assert f"{worker.ip}: missing on this machine" in failure, failure[:2000]
+    assert "rsync" in failure and "apt-get install" in failure
+    counts = recap(result.stdout)
+    assert all(c["changed"] == 0 for c in counts.values()), counts
+    assert {m.ip: cluster.unit(m) for m in cluster.pool.machines} == before
 
 
 def test_add_workers_refuses_to_run_without_a_limit(cluster: Cluster) -> None:

@@ -1,0 +1,135 @@
+#!/usr/bin/python
+# Copyright: onprem.ray maintainers
+# Apache License 2.0 (see LICENSE or https://www.apache.org/licenses/LICENSE-2.0)
+"""Wait until a node is ALIVE in Ray's GCS."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: ray_node_wait
+short_description: Wait until a node is ALIVE in the Ray cluster
+description:
+  - Polls the head's GCS until a node with the address O(node_ip) is ALIVE, or fails after
+    O(timeout) seconds saying what it last saw.
+  - Run it with the Ray venv's interpreter (C(ansible_python_interpreter)) and, with token
+    authentication, C(RAY_AUTH_MODE) and C(RAY_AUTH_TOKEN_PATH) in the task's C(environment).
+version_added: 0.1.0
+author: onprem.ray maintainers (@onprem-ray)
+requirements:
+  - ray (the version the cluster runs)
+options:
+  gcs_address:
+    description: The head's GCS, C(host:port).
+    type: str
+    required: true
+  node_ip:
+    description: The node's address in Ray (its C(--node-ip-address)).
+    type: str
+    required: true
+  timeout:
+    description: Seconds to wait, the GCS's port included.
+    type: int
+    default: 120
+attributes:
+  check_mode:
+    description: Can run in check mode and return what would change.
+    support: full
+  diff_mode:
+    description: Returns details on what changed (or would change) with C(--diff).
+    support: none
+"""
+
+EXAMPLES = r"""
+- name: Wait until this node is ALIVE in Ray
+  onprem.ray.ray_node_wait:
+    gcs_address: 10.0.0.10:6379
+    node_ip: 10.0.0.11
+  vars:
+    ansible_python_interpreter: /opt/ray/venv/bin/python
+  environment:
+    RAY_AUTH_MODE: token
+    RAY_AUTH_TOKEN_PATH: /etc/ray/auth_token
+  become: true
+"""
+
+RETURN = r"""
+node:
+  description: The node as Ray knows it.
+  returned: success
+  type: dict
+  contains:
+    node_id:
+      description: Ray's node id (hex).
+      type: str
+    ip:
+      description: The node's address.
+      type: str
+    is_head:
+      description: Whether it is the head.
+      type: bool
+    resources:
+      description: Its total resources.
+      type: dict
+    labels:
+      description: Its labels.
+      type: dict
+"""
+
+import time
+import traceback
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible_collections.onprem.ray.plugins.module_utils import ray_gcs
+
+try:
+    import ray  # noqa: F401  pylint: disable=unused-import
+    HAS_RAY, RAY_IMPORT_ERROR = True, None
+except ImportError:
+    HAS_RAY, RAY_IMPORT_ERROR = False, traceback.format_exc()
+
+
+def wait_alive(client, ip, deadline, nodes=ray_gcs.alive_nodes, clock=time.monotonic,
+               sleep=time.sleep):
+    """(the node's info, None) once `ip` is ALIVE, else (None, the last error) at the deadline."""
+    last = ""
+    while True:
+        try:
+            found = nodes(client, ip)
+        except Exception as err:  # pylint: disable=broad-except  # Ray raises several types while the GCS starts
+            found, last = [], f"{type(err).__name__}: {err}"
+        if found:
+            return found[0], None
+        if clock() >= deadline:
+            return None, last
+        sleep(0.5)
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec={
+            "gcs_address": {"type": "str", "required": True},
+            "node_ip": {"type": "str", "required": True},
+            "timeout": {"type": "int", "default": 120},
+        },
+        supports_check_mode=True,
+    )
+    if not HAS_RAY:
+        module.fail_json(msg=f"{missing_required_lib('ray')} (run it with the Ray venv's python)",
+                         exception=RAY_IMPORT_ERROR)
+    p = module.params
+    address, ip, timeout = p["gcs_address"], p["node_ip"], p["timeout"]
+    deadline = time.monotonic() + timeout
+    try:
+        client = ray_gcs.connect(address, timeout)
+    except (ray_gcs.GcsUnreachable, ValueError) as err:
+        module.fail_json(msg=f"{err}; Ray is not running there, or a firewall is in between")
+    info, last = wait_alive(client, ip, deadline)
+    if info is None:
+        seen = f" (last error: {last})" if last else ""
+        module.fail_json(msg=f"{ip} is not ALIVE in Ray at {address} after {timeout}s{seen}; see "
+                             "`journalctl -u <unit>` and /tmp/ray/session_latest/logs on the node")
+    module.exit_json(changed=False, node=ray_gcs.describe(info))
+
+
+if __name__ == "__main__":
+    main()
