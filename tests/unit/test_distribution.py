@@ -1,0 +1,101 @@
+"""The onprem-ray distribution: built offline from the checkout, it carries the agent and the
+collection where ansible-core finds collections, with galaxy.yml's version."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tomllib
+import zipfile
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+COLLECTION = "ansible_collections/onprem/ray/"
+
+
+def build(cache: Path) -> dict:
+    """The wheel as the head role gets it (roles/head/files/agent_wheel.py)."""
+    done = subprocess.run(
+        [sys.executable, str(REPO / "roles/head/files/agent_wheel.py"),
+         json.dumps({"source": str(REPO), "cache": str(cache), "version": "0.1.0",
+                     "collections": ["ansible.posix", "no.such"]})],
+        capture_output=True, text=True, check=True)
+    return json.loads(done.stdout)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> dict:
+    return build(tmp_path_factory.mktemp("cache"))
+
+
+@pytest.fixture(scope="module")
+def wheel(built) -> Path:
+    return Path(built["wheel"])
+
+
+def test_the_version_is_the_collections():
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    galaxy = yaml.safe_load((REPO / "galaxy.yml").read_text())
+    assert project["name"] == "onprem-ray"
+    assert project["version"] == galaxy["version"]
+
+
+def test_the_wheel_holds_the_agent_and_the_installed_collection(wheel):
+    assert wheel.name == "onprem_ray-0.1.0-py3-none-any.whl"
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for path in ("galaxy.yml", "meta/runtime.yml", "playbooks/up.yml",
+                 "playbooks/add_workers.yml", "roles/head/tasks/main.yml",
+                 "roles/head/templates/onprem-ray-agent.service.j2",
+                 "plugins/inventory/cluster.py"):
+        assert COLLECTION + path in names
+    assert {"onprem_ray_agent/cli.py", "onprem_ray_agent/settings.py",
+            "onprem_ray_agent/adapters/runner.py"} <= names
+    # Only what an installed collection and the agent need.
+    kept_out = [n for n in names if n.startswith((COLLECTION + "tests/", "tests/", "bench/"))
+                or "/tests/" in n or n.endswith(".pyc") or "molecule" in n]
+    assert kept_out == []
+    entry_points = zipfile.ZipFile(wheel).read("onprem_ray-0.1.0.dist-info/entry_points.txt")
+    assert b"onprem-ray-agent = onprem_ray_agent.cli:main" in entry_points
+
+
+def test_the_build_is_cached_and_reproducible(built, wheel, tmp_path):
+    """Built once per content, and the head role copies the wheel only when its bytes differ:
+    the same sources must give the same bytes, also in another cache; the checkout is left as
+    it was (no build/ or egg-info: the build runs on a copy)."""
+    assert built["built"] is True
+    again = build(wheel.parents[1])
+    assert (again["wheel"], again["built"]) == (str(wheel), False)
+    elsewhere = build(tmp_path)
+    assert elsewhere["built"] is True
+    assert Path(elsewhere["wheel"]).read_bytes() == wheel.read_bytes()
+    assert not (REPO / "build").exists()
+    assert list(REPO.glob("*.egg-info")) == []
+
+
+def test_the_collections_the_agent_needs_are_found_on_the_controller(built):
+    assert Path(built["collections"]["ansible.posix"], "MANIFEST.json").is_file()
+    assert built["collections"]["no.such"] is None
+
+
+def test_installed_ansible_finds_the_collection_and_the_command_runs(wheel, tmp_path):
+    """Installed into a directory on Python's path: ansible-core finds onprem.ray there (no
+    collections path configured), and the agent's console script runs."""
+    target = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
+                    "--no-index", "--target", str(target), str(wheel)],
+                   check=True, capture_output=True)
+    env = os.environ | {"PYTHONPATH": str(target), "ANSIBLE_COLLECTIONS_PATH": str(tmp_path),
+                        "ANSIBLE_CONFIG": str(tmp_path / "none.cfg")}
+    listed = subprocess.run([Path(sys.executable).parent / "ansible-galaxy", "collection",
+                             "list", "onprem.ray"], env=env, cwd=tmp_path,
+                            capture_output=True, text=True, check=True)
+    assert f"# {target}/ansible_collections" in listed.stdout
+    assert "onprem.ray 0.1.0" in " ".join(listed.stdout.split())
+    version = subprocess.run([target / "bin" / "onprem-ray-agent", "--version"], env=env,
+                             capture_output=True, text=True, check=True)
+    assert version.stdout.strip() == "0.1.0"
