@@ -11,6 +11,7 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import tempfile
 import threading
 import time
@@ -123,6 +124,22 @@ def _reload(options: Options, current: tuple[LoadedConfig, Settings]
     return loaded, settings
 
 
+def _notify_systemd(message: str) -> None:
+    """Tell systemd (a Type=notify unit) how the agent is: `systemctl start` returns at
+    READY=1, and fails when the agent exits before. Nothing outside systemd."""
+    address = os.environ.get("NOTIFY_SOCKET", "")
+    if not address:
+        return
+    if address.startswith("@"):  # an abstract socket
+        address = "\0" + address[1:]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.connect(address)
+            sock.sendall(message.encode())
+    except OSError as err:
+        log.warning("could not tell systemd %s: %s", message, err)
+
+
 def run(options: Options, *, signals: Signals | None = None, ray: RayState | None = None,
         runner: PlaybookRunner | None = None, echo: Callable[[str], None] = print) -> int:
     """The agent until stopped (or one iteration with `once`). Returns the exit status.
@@ -166,6 +183,7 @@ def _serve(options: Options, loaded: LoadedConfig, settings: Settings, store: St
             agent.reconcile(time.time())
         log.info("agent started: %d machines in the pool, state in %s%s", len(loaded.pool),
                  options.state_dir, " (dry run: acting on nothing)" if options.dry_run else "")
+        _notify_systemd("READY=1")
         while not signals.stop.is_set():
             if signals.reload.is_set():
                 signals.reload.clear()

@@ -21,6 +21,7 @@ import dataclasses
 import difflib
 import math
 import os
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -102,3 +103,21 @@ def load_settings(path: str | os.PathLike[str]) -> Settings:
     except yaml.YAMLError as err:
         raise SettingsError(f"{path}: not YAML: {err}") from None
     return parse_settings(data, path)
+
+
+def main(argv: list[str]) -> int:
+    """`python -m onprem_ray_agent.settings FILE`: check a settings file (the head role validates
+    the file it writes with it)."""
+    if len(argv) != 2:
+        print("usage: python -m onprem_ray_agent.settings FILE", file=sys.stderr)
+        return 2
+    try:
+        load_settings(argv[1])
+    except SettingsError as err:
+        print(err, file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
