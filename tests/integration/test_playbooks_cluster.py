@@ -26,7 +26,7 @@ from tests.pool.wheelhouse import ensure_wheelhouse
 pytestmark = pytest.mark.pool
 
 START_SCRIPT = "/etc/ray/start-ray.sh"
-POOL_KEY = "~/.ssh/onprem_ray_pool_key"
+HEAD_KEY = "~/.ssh/onprem_ray_head_key"
 
 def failed_only_on(result: subprocess.CompletedProcess[str], ip: str) -> str:
     """The run failed on `ip` and on no other host; the output from its failure on."""
@@ -124,21 +124,28 @@ def test_a_running_worker_disabled_at_boot_is_enabled_again_without_a_restart(
 
 
 def test_secrets_never_reach_the_output_even_at_vvv(cluster: Cluster) -> None:
-    """The worker's token copy and the head's key to the workers are rewritten, at -vvv."""
+    """The worker's token copy and the head's own key to the workers are made again, at -vvv."""
     head, worker = cluster.pool.head, cluster.pool.workers[0]
     token = cluster.pool.ssh(head, "sudo", "cat", AUTH_FILE).stdout.strip()
-    key_body = "".join(cluster.pool.private_key.read_text().splitlines()[1:-1])
-    assert len(token) == 64 and len(key_body) > 100
+
+    def key_body() -> str:
+        key = cluster.pool.ssh(head, "sh", "-c", f"cat {HEAD_KEY}").stdout
+        return "".join(key.splitlines()[1:-1])
+
+    old_key = key_body()
+    assert len(token) == 64 and len(old_key) > 100
     cluster.pool.ssh(worker, "sudo", "rm", AUTH_FILE)
-    cluster.pool.ssh(head, "sh", "-c", f"rm {POOL_KEY}")
+    cluster.pool.ssh(head, "sh", "-c", f"rm {HEAD_KEY} {HEAD_KEY}.pub")
     result = cluster.playbook("up", "-e", "ray_up_workers=all", "-vvv")
     output = result.stdout + result.stderr
-    for secret in (token, token[:16], key_body[:40], key_body[-40:]):
+    new_key = key_body()
+    assert len(new_key) > 100 and new_key != old_key
+    for secret in (token, token[:16], new_key[:40], new_key[-40:], old_key[:40]):
         assert secret not in output
     counts = recap(result.stdout)
     assert counts[worker.ip]["changed"] > 0 and counts[head.ip]["changed"] > 0, counts
     assert cluster.pool.ssh(worker, "sudo", "cat", AUTH_FILE).stdout.strip() == token
-    assert cluster.pool.ssh(head, "sh", "-c", f"stat -c %a {POOL_KEY}").stdout.strip() == "600"
+    assert cluster.pool.ssh(head, "sh", "-c", f"stat -c %a {HEAD_KEY}").stdout.strip() == "600"
     cluster.wait_alive(cluster.all_ips)
 
 
