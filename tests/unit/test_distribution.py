@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -99,3 +100,59 @@ def test_installed_ansible_finds_the_collection_and_the_command_runs(wheel, tmp_
     version = subprocess.run([target / "bin" / "onprem-ray-agent", "--version"], env=env,
                              capture_output=True, text=True, check=True)
     assert version.stdout.strip() == "0.1.0"
+
+
+def run_wheel_script(args: dict) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, str(REPO / "roles/head/files/agent_wheel.py"),
+                           json.dumps(args)], capture_output=True, text=True, check=False)
+
+
+def test_without_a_checkout_the_wheel_comes_from_the_wheelhouse_or_the_error_says_how(tmp_path):
+    """An installed collection (no agent sources beside pyproject.toml) cannot build the wheel:
+    it is taken from ray_wheelhouse_dir, else the error says what to do."""
+    installed = tmp_path / "ansible_collections" / "onprem" / "ray"
+    installed.mkdir(parents=True)
+    (installed / "pyproject.toml").write_text("")
+    wheelhouse = tmp_path / "wheelhouse"
+    wheelhouse.mkdir()
+    args = {"source": str(installed), "cache": str(tmp_path / "cache"), "version": "0.1.0",
+            "wheelhouse": str(wheelhouse)}
+    refused = run_wheel_script(args)
+    assert refused.returncode == 1
+    message = json.loads(refused.stdout)["msg"]
+    assert f"{installed} is not a checkout" in message
+    assert "onprem_ray-0.1.0-py3-none-any.whl is not in ray_wheelhouse_dir" in message
+    assert "set head_agent_wheel, or head_agent_install: false" in message
+    carried = wheelhouse / "onprem_ray-0.1.0-py3-none-any.whl"
+    carried.write_bytes(b"")
+    found = run_wheel_script(args)
+    assert found.returncode == 0
+    assert json.loads(found.stdout)["wheel"] == str(carried)
+    missing = run_wheel_script(args | {"wheel": str(tmp_path / "none.whl")})
+    assert missing.returncode == 1
+    assert "head_agent_wheel" in json.loads(missing.stdout)["msg"]
+
+
+def test_the_code_version_changes_with_the_agents_code_only(tmp_path):
+    """A changed role gives another wheel (the collection is in it) but the same code version
+    (the agent is reloaded, not restarted); a changed agent module changes both."""
+    source = tmp_path / "src"
+    source.mkdir()
+    for part in ("pyproject.toml", "README.md", "galaxy.yml", "agent/onprem_ray_agent", "meta",
+                 "playbooks", "plugins", "roles"):
+        if (REPO / part).is_dir():
+            shutil.copytree(REPO / part, source / part,
+                            ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(REPO / part, source / part)
+    args = {"source": str(source), "cache": str(tmp_path / "cache"), "version": "0.1.0"}
+    first = json.loads(run_wheel_script(args).stdout)
+    (source / "roles/head/defaults/main.yml").write_text(
+        (source / "roles/head/defaults/main.yml").read_text() + "# changed\n")
+    role_changed = json.loads(run_wheel_script(args).stdout)
+    assert role_changed["wheel"] != first["wheel"] and role_changed["built"]
+    assert role_changed["code"] == first["code"]
+    (source / "agent/onprem_ray_agent/policy.py").write_text(
+        (source / "agent/onprem_ray_agent/policy.py").read_text() + "# changed\n")
+    code_changed = json.loads(run_wheel_script(args).stdout)
+    assert code_changed["code"] != first["code"]

@@ -5,11 +5,15 @@ collections the agent's playbooks need are (the head role's agent step runs this
                             "wheelhouse": DIR, "version": "0.1.0", "collections": [...]}'
 
 The wheel is, in this order: `wheel` when given; built from `source` when it is a checkout
-(it has pyproject.toml), once per content (cached under `cache/<content hash>/`, from a clean
-copy, with fixed timestamps: the same sources give the same bytes, so the head's copy changes
-only when the code does); else onprem_ray-<version>-py3-none-any.whl of `wheelhouse`.
-Prints {"wheel": path, "built": bool, "collections": {name: directory or null}}; on an error,
-a message saying what to do and exit status 1.
+(it has pyproject.toml and the agent's package), once per content (cached under
+`cache/<content hash>/`, from a clean copy, with fixed timestamps: the same sources give the
+same bytes, so the head's copy changes only when the code does); else
+onprem_ray-<version>-py3-none-any.whl of `wheelhouse`.
+Prints {"wheel": path, "built": bool, "code": hash, "collections": {name: directory or null}};
+`code` changes only when the code the agent's process runs changes (its package and the
+collection's plugins it imports), not with the roles and playbooks it runs in fresh processes:
+the head role restarts the agent only then. On an error, a message saying what to do and exit
+status 1.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ import time
 # What the distribution is built from (pyproject.toml's package-dir and package-data).
 SOURCES = ("pyproject.toml", "README.md", "LICENSE", "galaxy.yml", "agent/onprem_ray_agent",
            "meta", "playbooks", "plugins", "roles")
+# What the agent's process imports (the rest of the collection is read by each playbook run).
+CODE = ("agent/onprem_ray_agent", "plugins")
 # Zip timestamps of the build (1980-01-01, the earliest a zip can hold).
 SOURCE_DATE_EPOCH = "315532800"
 PRUNE_AFTER_S = 7 * 86400
@@ -34,8 +40,8 @@ class WheelError(Exception):
     pass
 
 
-def _files(source: str):
-    for top in SOURCES:
+def _files(source: str, tops: tuple[str, ...] = SOURCES):
+    for top in tops:
         path = os.path.join(source, top)
         if os.path.isfile(path):
             yield top
@@ -46,9 +52,9 @@ def _files(source: str):
                     yield os.path.relpath(os.path.join(dirpath, name), source)
 
 
-def content_key(source: str) -> str:
+def content_key(source: str, tops: tuple[str, ...] = SOURCES) -> str:
     digest = hashlib.sha256()
-    for relative in _files(source):
+    for relative in _files(source, tops):
         digest.update(relative.encode() + b"\0")
         with open(os.path.join(source, relative), "rb") as stream:
             digest.update(stream.read())
@@ -124,7 +130,9 @@ def find_wheel(args: dict) -> tuple[str, bool]:
             raise WheelError(f"head_agent_wheel {wheel} does not exist on the controller")
         return os.path.realpath(wheel), False
     source = os.path.realpath(args["source"])
-    if os.path.isfile(os.path.join(source, "pyproject.toml")):
+    # A checkout (an artifact of ansible-galaxy may carry pyproject.toml without the agent).
+    if all(os.path.exists(os.path.join(source, part))
+           for part in ("pyproject.toml", "agent/onprem_ray_agent/__init__.py")):
         cache = os.path.expanduser(args["cache"])
         os.makedirs(cache, exist_ok=True)
         return build(source, cache)
@@ -146,8 +154,15 @@ def main(argv: list[str]) -> int:
     except (WheelError, OSError) as err:
         print(json.dumps({"failed": True, "msg": str(err)}))
         return 1
+    source = os.path.realpath(args["source"])
+    if built or (not args.get("wheel") and os.path.isdir(os.path.join(source, CODE[0]))):
+        code = content_key(source, CODE)
+    else:  # a wheel from elsewhere: any change of it may change the code
+        with open(wheel, "rb") as stream:
+            code = hashlib.sha256(stream.read()).hexdigest()[:20]
     collections = {name: collection_dir(name) for name in args.get("collections", [])}
-    print(json.dumps({"wheel": wheel, "built": built, "collections": collections}))
+    print(json.dumps({"wheel": wheel, "built": built, "code": code,
+                      "collections": collections}))
     return 0
 
 
