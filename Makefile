@@ -49,4 +49,4 @@ lock: ## re-pin requirements/dev.txt from requirements/dev.in in a clean venv
 	rm -rf .cache/lock-venv && python3 -m venv .cache/lock-venv
 	.cache/lock-venv/bin/pip install --quiet -r requirements/dev.in
 	{ echo "# Generated from requirements/dev.in by 'make lock'."; \
-	  .cache/lock-venv/bin/pip freeze; } > requirements/dev.txt
+	  .cache/lock-venv/bin/pip freeze --all --exclude pip; } > requirements/dev.txt

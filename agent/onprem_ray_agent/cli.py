@@ -37,6 +37,7 @@ def _run(args: argparse.Namespace) -> int:
     return run(Options(
         cluster_file=Path(args.cluster_file), state_dir=Path(args.state_dir),
         gcs_address=args.gcs_address, interval_s=args.interval, once=args.once,
+        settings_file=Path(args.settings) if args.settings else None,
         dry_run=args.dry_run, metrics_address=args.metrics_address,
         metrics_port=args.metrics_port))
 
@@ -45,6 +46,7 @@ def _status(args: argparse.Namespace) -> int:
     from onprem_ray_agent.adapters.ray_state import GcsRayState
     from onprem_ray_agent.config import ConfigError, load_config
     from onprem_ray_agent.loop import Agent
+    from onprem_ray_agent.settings import SettingsError, load_settings
     from onprem_ray_agent.status import collect_status, read_status_file, render
     from onprem_ray_agent.store import StateStore, StoreError
 
@@ -61,9 +63,11 @@ def _status(args: argparse.Namespace) -> int:
         gcs_address = args.gcs_address or running_as.get("gcs_address")
         fresh = None
         if cluster_file and gcs_address and not args.no_decide:
+            settings_file = running_as.get("settings_file")
             try:
-                loaded = load_config(cluster_file)
-            except ConfigError as err:
+                decision = load_settings(settings_file).decision if settings_file else {}
+                loaded = load_config(cluster_file, **decision)
+            except (ConfigError, SettingsError) as err:
                 print(f"onprem-ray-agent status: {err}", file=sys.stderr)
                 return 2
             agent = Agent(loaded.config, store, GcsRayState(gcs_address), None, dry_run=True)
@@ -108,8 +112,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--state-dir", required=True, help="where the state store lives")
     run.add_argument("--gcs-address", required=True, metavar="HOST:PORT",
                      help="the head's GCS, e.g. 10.0.0.1:6379")
-    run.add_argument("--interval", type=float, default=5.0, metavar="SECONDS",
-                     help="seconds between iterations (default 5)")
+    run.add_argument("--settings", metavar="FILE",
+                     help="the agent's settings file (interval_s, provision_timeout_s, "
+                          "backoff, quarantine, drain deadline, concurrent launches; see "
+                          "docs/agent.md), read again on SIGHUP")
+    run.add_argument("--interval", type=float, metavar="SECONDS",
+                     help="seconds between iterations, instead of the settings file's "
+                          "(default 5)")
     run.add_argument("--once", action="store_true",
                      help="one iteration, wait for the playbooks it starts, then exit")
     run.add_argument("--dry-run", action="store_true",

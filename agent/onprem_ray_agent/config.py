@@ -27,14 +27,14 @@ class ConfigError(ValueError):
 
 
 def collection_dir() -> Path:
-    """Where the onprem.ray collection is: $ONPREM_RAY_COLLECTION_DIR, else the copy the head
-    role puts beside this package (<agent dir>/collections/ansible_collections/onprem/ray),
+    """Where the onprem.ray collection is: $ONPREM_RAY_COLLECTION_DIR, else installed beside
+    this package (the onprem-ray distribution: site-packages/ansible_collections/onprem/ray),
     else the repository that holds this package (agent/onprem_ray_agent -> its root)."""
     configured = os.environ.get(COLLECTION_DIR_ENV)
     if configured:
         return Path(configured).expanduser().resolve()
     package = Path(__file__).resolve().parent
-    beside = package.parent / "collections" / "ansible_collections" / "onprem" / "ray"
+    beside = package.parent / "ansible_collections" / "onprem" / "ray"
     if (beside / "plugins").is_dir():
         return beside
     return package.parents[1]

@@ -1,8 +1,8 @@
 """The agent as a process: wiring, the timed loop, signals.
 
-SIGHUP: the cluster file is read again before the next iteration (a file that fails validation
-is logged and the old settings kept). SIGTERM or SIGINT: the running playbooks are canceled,
-their end is recorded, and the process exits 0.
+SIGHUP: the cluster file and the settings file are read again before the next iteration (when
+either fails validation, the error is logged and both are kept as they were). SIGTERM or SIGINT:
+the running playbooks are canceled, their end is recorded, and the process exits 0.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import tempfile
 import threading
 import time
@@ -24,6 +25,7 @@ from onprem_ray_agent.config import ConfigError, LoadedConfig, collection_dir, l
 from onprem_ray_agent.history import HistoryRecorder
 from onprem_ray_agent.loop import RETIRE_STOP_MARGIN_S, Agent, IterationReport, RayState
 from onprem_ray_agent.metrics import DEFAULT_PORT, AgentMetrics
+from onprem_ray_agent.settings import Settings, SettingsError, load_settings
 from onprem_ray_agent.status import write_status_file
 from onprem_ray_agent.store import StateStore, StoreError
 
@@ -38,7 +40,8 @@ class Options:
     cluster_file: Path
     state_dir: Path
     gcs_address: str
-    interval_s: float = 5.0
+    settings_file: Path | None = None  # None: every setting at its default
+    interval_s: float | None = None  # given: wins over the settings file's interval_s
     once: bool = False
     dry_run: bool = False
     metrics_address: str | None = None  # None: the head's address from the cluster file
@@ -97,15 +100,45 @@ def _print_dry(report: IterationReport, echo: Callable[[str], None]) -> None:
         echo(f"note: {note}")
 
 
-def _reload(options: Options, current: LoadedConfig) -> LoadedConfig:
+def _load(options: Options) -> tuple[LoadedConfig, Settings]:
+    """The cluster file with the settings file's decision settings; ConfigError or
+    SettingsError say what is refused."""
+    settings = Settings() if options.settings_file is None else load_settings(
+        options.settings_file)
+    return load_config(options.cluster_file, **settings.decision), settings
+
+
+def _interval(options: Options, settings: Settings) -> float:
+    return settings.interval_s if options.interval_s is None else options.interval_s
+
+
+def _reload(options: Options, current: tuple[LoadedConfig, Settings]
+            ) -> tuple[LoadedConfig, Settings]:
     try:
-        loaded = load_config(options.cluster_file)
-    except ConfigError as err:
-        log.error("SIGHUP: keeping the previous settings, the cluster file is refused: %s", err)
+        loaded, settings = _load(options)
+    except (ConfigError, SettingsError) as err:
+        log.error("SIGHUP: keeping the previous settings (cluster file and settings file): %s", err)
         return current
-    log.info("SIGHUP: cluster file %s read again (%d machines in the pool)", loaded.path,
-             len(loaded.pool))
-    return loaded
+    log.info("SIGHUP: cluster file %s read again (%d machines in the pool)%s", loaded.path,
+             len(loaded.pool),
+             f", settings {options.settings_file} too" if options.settings_file else "")
+    return loaded, settings
+
+
+def _notify_systemd(message: str) -> None:
+    """Tell systemd (a Type=notify unit) how the agent is: `systemctl start` returns at
+    READY=1, and fails when the agent exits before. Nothing outside systemd."""
+    address = os.environ.get("NOTIFY_SOCKET", "")
+    if not address:
+        return
+    if address.startswith("@"):  # an abstract socket
+        address = "\0" + address[1:]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.connect(address)
+            sock.sendall(message.encode())
+    except OSError as err:
+        log.warning("could not tell systemd %s: %s", message, err)
 
 
 def run(options: Options, *, signals: Signals | None = None, ray: RayState | None = None,
@@ -116,19 +149,20 @@ def run(options: Options, *, signals: Signals | None = None, ray: RayState | Non
         signals = Signals()
         signals.install()
     try:
-        loaded = load_config(options.cluster_file)
-    except ConfigError as err:
+        loaded, settings = _load(options)
+    except (ConfigError, SettingsError) as err:
         log.error("%s", err)
         return 2
     try:
         with _store(options) as store:
-            return _serve(options, loaded, store, signals, ray, runner, echo)
+            return _serve(options, loaded, settings, store, signals, ray, runner, echo)
     except StoreError as err:  # another agent holds the store, or it cannot be read
         log.error("%s", err)
         return 3
 
 
-def _serve(options: Options, loaded: LoadedConfig, store: StateStore, signals: Signals,
+def _serve(options: Options, loaded: LoadedConfig, settings: Settings, store: StateStore,
+           signals: Signals,
            ray: RayState | None, runner: PlaybookRunner | None,
            echo: Callable[[str], None]) -> int:
     if options.dry_run:
@@ -151,10 +185,11 @@ def _serve(options: Options, loaded: LoadedConfig, store: StateStore, signals: S
             agent.reconcile(time.time())
         log.info("agent started: %d machines in the pool, state in %s%s", len(loaded.pool),
                  options.state_dir, " (dry run: acting on nothing)" if options.dry_run else "")
+        _notify_systemd("READY=1")
         while not signals.stop.is_set():
             if signals.reload.is_set():
                 signals.reload.clear()
-                loaded = _reload(options, loaded)
+                loaded, settings = _reload(options, (loaded, settings))
                 agent.reconfigure(loaded.config)
                 if runner is not None:
                     runner.set_pool(loaded.pool, loaded.path, loaded.hostvars_of_leaving)
@@ -168,13 +203,14 @@ def _serve(options: Options, loaded: LoadedConfig, store: StateStore, signals: S
                 else:
                     write_status_file(options.state_dir, report,
                                       cluster_file=str(loaded.path),
-                                      gcs_address=options.gcs_address)
+                                      gcs_address=options.gcs_address,
+                                      settings_file=str(options.settings_file or ""))
                     if report.demand is not None:
                         history.record(report.now, report.demand)
             if options.once:
                 _finish_started_runs(agent, runner, loaded, signals)
                 break
-            signals.stop.wait(options.interval_s)
+            signals.stop.wait(_interval(options, settings))
         if not options.dry_run:
             agent.stop(time.time())
         log.info("agent stopped")

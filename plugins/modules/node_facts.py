@@ -64,6 +64,12 @@ options:
     type: list
     elements: path
     default: []
+  read:
+    description: Small files reported whole (up to 64 KiB), such as a public key or
+      C(authorized_keys); never a secret, since the result is not hidden.
+    type: list
+    elements: path
+    default: []
 attributes:
   check_mode:
     description: Can run in check mode and return what would change.
@@ -163,6 +169,11 @@ known_hosts:
   returned: always
   type: list
   elements: str
+contents:
+  description: For each of O(read) (C(~user/) expanded), its text, or null when it cannot be read
+    or is larger than 64 KiB.
+  returned: always
+  type: dict
 trees:
   description: For each of O(trees), its SHA-256, or null when it is not a directory.
   returned: always
@@ -192,6 +203,16 @@ def read(path):
             return f.read()
     except (OSError, UnicodeDecodeError):
         return None
+
+
+def read_small(path, limit=65536):
+    """The text of a small file, or None (missing, unreadable, larger than `limit` bytes)."""
+    try:
+        if os.path.getsize(path) > limit:
+            return None
+    except OSError:
+        return None
+    return read(path)
 
 
 def os_release():
@@ -334,6 +355,7 @@ def probe(params):
         "host_key": " ".join(host_key.split()[:2]),
         "known_hosts": (known or "").splitlines(),
         "trees": {path: tree_hash(path) for path in params["trees"]},
+        "contents": {path: read_small(path) for path in params["read"]},
     }
 
 
@@ -350,6 +372,7 @@ def main():
             "users": {"type": "list", "elements": "str", "default": []},
             "known_hosts": {"type": "path"},
             "trees": {"type": "list", "elements": "path", "default": []},
+            "read": {"type": "list", "elements": "path", "default": []},
         },
         supports_check_mode=True,
     )

@@ -27,7 +27,8 @@ from tests.pool.wheelhouse import ensure_wheelhouse
 pytestmark = pytest.mark.pool
 
 START_SCRIPT = "/etc/ray/start-ray.sh"
-POOL_KEY = "~/.ssh/onprem_ray_pool_key"
+HEAD_KEY = "~/.ssh/onprem_ray_head_key"
+
 
 def failed_only_on(result: subprocess.CompletedProcess[str], ip: str) -> str:
     """The run failed on `ip` and on no other host; the output from its failure on."""
@@ -148,33 +149,37 @@ def test_a_running_worker_disabled_at_boot_is_enabled_again_without_a_restart(
 
 
 def test_secrets_never_reach_the_output_even_at_vvv(cluster: Cluster) -> None:
-    """The worker's token copy and the head's key to the workers are rewritten, at -vvv."""
+    """The worker's token copy and the head's own key to the workers are made again, at -vvv."""
     head, worker = cluster.pool.head, cluster.pool.workers[0]
     token = cluster.pool.ssh(head, "sudo", "cat", AUTH_FILE).stdout.strip()
-    key = cluster.pool.private_key.read_text()
-    key_body = "".join(key.splitlines()[1:-1])
-    assert len(token) == 64 and len(key_body) > 100
+    def key_body() -> str:
+        key = cluster.pool.ssh(head, "sh", "-c", f"cat {HEAD_KEY}").stdout
+        return "".join(key.splitlines()[1:-1])
+
+    old_key = key_body()
+    assert len(token) == 64 and len(old_key) > 100
     cluster.pool.ssh(worker, "sudo", "rm", AUTH_FILE)
-    cluster.pool.ssh(head, "sh", "-c", f"rm {POOL_KEY} ~/.ray/auth_token")
+    cluster.pool.ssh(head, "sh", "-c", f"rm {HEAD_KEY} {HEAD_KEY}.pub ~/.ray/auth_token")
     result = cluster.playbook("up", "-e", "ray_up_workers=all", "-vvv", "--diff")
     output = result.stdout + result.stderr
-    # The raw values, their base64 (slurp) and JSON-escaped (module arguments) forms.
-    key_json = json.dumps(key)[1:-1]
-    forms = [token, token[:16], base64.b64encode(token.encode()).decode()[:24],
-             key_body[:40], key_body[-40:], key_json[20:100], key_json[-100:-20],
-             base64.b64encode(key.encode()).decode()[8:60]]
+    new_key = key_body()
+    assert len(new_key) > 100 and new_key != old_key
+    # The raw token, its base64 (slurp) and JSON-escaped (module arguments) forms; the head's
+    # private key, old and new.
+    forms = [token, token[:16], json.dumps(token), base64.b64encode(token.encode()).decode()[:24],
+             new_key[:40], new_key[-40:], old_key[:40], old_key[-40:]]
     for secret in forms:
         assert secret not in output
     counts = recap(result.stdout)
     assert counts[worker.ip]["changed"] > 0 and counts[head.ip]["changed"] > 0, counts
     assert cluster.pool.ssh(worker, "sudo", "cat", AUTH_FILE).stdout.strip() == token
-    assert cluster.pool.ssh(head, "sh", "-c", f"stat -c %a {POOL_KEY}").stdout.strip() == "600"
+    assert cluster.pool.ssh(head, "sh", "-c", f"stat -c %a {HEAD_KEY}").stdout.strip() == "600"
     cluster.wait_alive(cluster.all_ips)
 
 
 def test_a_failed_write_of_secret_files_names_host_step_and_cause(cluster: Cluster) -> None:
-    """The files step of the head carries the key to the workers (hidden by the module, not by
-    no_log): a failure on a worker is reported with the host, the step and the path."""
+    """The files step's module (which hides secret contents itself, not by no_log) reports a
+    failure on a worker with the host, the step and the path."""
     worker = cluster.pool.workers[1]
     before = {m.ip: cluster.unit(m) for m in cluster.pool.machines}
     # A directory where the start script goes: it cannot be written.

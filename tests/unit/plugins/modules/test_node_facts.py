@@ -79,3 +79,24 @@ def test_the_module_reports_everything_and_changes_nothing(run_module, tmp_path)
     assert result["ray_version"] is None and result["venv_python"] is False
     assert result["ports_in_use"] == [] and result["python_venv"] is True
     assert result["files"][str(known)]["exists"] and result["trees"][str(state)]
+
+
+def test_read_small_reports_small_text_files_whole_and_nothing_else(tmp_path) -> None:
+    key = tmp_path / "key.pub"
+    key.write_text("ssh-ed25519 AAAA head\n")
+    big = tmp_path / "big"
+    big.write_text("x" * 65537)
+    assert node_facts.read_small(str(key)) == "ssh-ed25519 AAAA head\n"
+    assert node_facts.read_small(str(big)) is None
+    assert node_facts.read_small(str(tmp_path / "absent")) is None
+
+
+def test_the_module_returns_the_files_it_is_asked_to_read(run_module, tmp_path) -> None:
+    key = tmp_path / "key.pub"
+    key.write_text("ssh-ed25519 AAAA head\n")
+    rc, result = run_module(node_facts, {
+        "python": "", "venv": str(tmp_path / "venv"),
+        "read": [str(key), str(tmp_path / "absent")]}, check=True)
+    assert rc == 0 and result["changed"] is False
+    assert result["contents"] == {str(key): "ssh-ed25519 AAAA head\n",
+                                  str(tmp_path / "absent"): None}

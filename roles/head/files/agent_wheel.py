@@ -1,0 +1,194 @@
+"""On the controller: the onprem-ray wheel the head installs the agent from, and where the
+collections the agent's playbooks need are (the head role's agent step runs this once per run).
+
+    python agent_wheel.py '{"source": COLLECTION_ROOT, "cache": DIR, "wheel": "",
+                            "wheelhouse": DIR, "version": "0.1.0", "collections": [...]}'
+
+The wheel is, in this order: `wheel` when given; built from `source` when it is a checkout
+(it has pyproject.toml and the agent's package), once per content (cached under
+`cache/<content hash>/`, from a clean copy, with fixed timestamps: the same sources give the
+same bytes, so the head's copy changes only when the code does); else
+onprem_ray-<version>-py3-none-any.whl of `wheelhouse`.
+Prints {"wheel": path, "built": bool, "sha256": the wheel's, "code": hash,
+"collections": {name: directory or null}, "trees": {name: tree hash or null}};
+`code` changes only when the code the agent's process runs changes (its package and the
+collection's plugins it imports), not with the roles and playbooks it runs in fresh processes:
+the head role restarts the agent only then. A tree hash is the one the onprem.ray.node_facts
+module reports for the head's copy (the copy is skipped when they are equal). On an error, a
+message saying what to do and exit status 1.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+# What the distribution is built from (pyproject.toml's package-dir and package-data).
+SOURCES = ("pyproject.toml", "README.md", "LICENSE", "galaxy.yml", "agent/onprem_ray_agent",
+           "meta", "playbooks", "plugins", "roles")
+# What the agent's process imports (the rest of the collection is read by each playbook run).
+CODE = ("agent/onprem_ray_agent", "plugins")
+# Zip timestamps of the build (1980-01-01, the earliest a zip can hold).
+SOURCE_DATE_EPOCH = "315532800"
+PRUNE_AFTER_S = 7 * 86400
+
+
+class WheelError(Exception):
+    pass
+
+
+def _files(source: str, tops: tuple[str, ...] = SOURCES):
+    for top in tops:
+        path = os.path.join(source, top)
+        if os.path.isfile(path):
+            yield top
+        for dirpath, dirnames, filenames in os.walk(path):
+            dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
+            for name in sorted(filenames):
+                if not name.endswith(".pyc"):
+                    yield os.path.relpath(os.path.join(dirpath, name), source)
+
+
+def content_key(source: str, tops: tuple[str, ...] = SOURCES) -> str:
+    digest = hashlib.sha256()
+    for relative in _files(source, tops):
+        digest.update(relative.encode() + b"\0")
+        with open(os.path.join(source, relative), "rb") as stream:
+            digest.update(stream.read())
+        digest.update(b"\0")
+    return digest.hexdigest()[:20]
+
+
+def build(source: str, cache: str) -> tuple[str, bool]:
+    """The wheel of `source`, built unless the cache has it for this content."""
+    target = os.path.join(cache, content_key(source))
+    found = [n for n in os.listdir(target) if n.endswith(".whl")] if os.path.isdir(target) else []
+    if found:
+        os.utime(target)  # in use: not pruned
+        return os.path.join(target, found[0]), False
+    work = os.path.join(cache, f".build-{os.getpid()}")
+    shutil.rmtree(work, ignore_errors=True)
+    try:
+        # A clean copy: setuptools reuses build/ of a source tree, files deleted since included.
+        for relative in _files(source):
+            os.makedirs(os.path.dirname(os.path.join(work, "src", relative)), exist_ok=True)
+            shutil.copy2(os.path.join(source, relative), os.path.join(work, "src", relative))
+        done = subprocess.run(
+            [sys.executable, "-m", "pip", "wheel", "--quiet", "--disable-pip-version-check",
+             "--no-deps", "--no-build-isolation", "--no-index",
+             "--wheel-dir", os.path.join(work, "dist"), os.path.join(work, "src")],
+            capture_output=True, text=True, check=False,
+            env=os.environ | {"SOURCE_DATE_EPOCH": SOURCE_DATE_EPOCH})
+        if done.returncode != 0:
+            raise WheelError(
+                f"building the onprem-ray wheel from {source} with {sys.executable} failed "
+                f"(it needs setuptools>=77 there: pip install 'setuptools>=77'; or set "
+                f"head_agent_wheel to a built wheel): {(done.stderr or done.stdout).strip()}")
+        try:
+            os.rename(os.path.join(work, "dist"), target)
+        except OSError:  # another run built the same content meanwhile
+            if not os.path.isdir(target):
+                raise
+        _prune(cache, keep=target)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    (name,) = [n for n in os.listdir(target) if n.endswith(".whl")]
+    return os.path.join(target, name), True
+
+
+def _prune(cache: str, keep: str) -> None:
+    """Wheels of other contents not used for a week (another checkout may use a recent one)."""
+    now = time.time()
+    for entry in os.scandir(cache):
+        try:
+            if entry.path != keep and now - entry.stat().st_mtime > PRUNE_AFTER_S:
+                shutil.rmtree(entry.path)
+        except OSError:
+            pass  # gone already: the next run tries again
+
+
+def tree_hash(root: str | None) -> str | None:
+    """SHA-256 over the relative paths and contents of the files under `root`, Python caches
+    left out (as onprem.ray.node_facts computes it on the head)."""
+    if root is None or not os.path.isdir(root):
+        return None
+    digest = hashlib.sha256()
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
+        for name in sorted(filenames):
+            if name.endswith(".pyc"):
+                continue
+            path = os.path.join(dirpath, name)
+            digest.update(os.path.relpath(path, root).encode() + b"\0")
+            with open(path, "rb") as stream:
+                digest.update(stream.read())
+            digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def collection_dir(name: str) -> str | None:
+    """The directory of collection `name` on the controller: in Ansible's collections path,
+    else on Python's path (collections installed with pip)."""
+    from ansible import constants  # the controller's ansible-core, imported only here
+
+    namespace, _, collection = name.partition(".")
+    for root in [*constants.COLLECTIONS_PATHS, *sys.path]:
+        path = os.path.join(os.path.expanduser(root), "ansible_collections", namespace, collection)
+        if os.path.isdir(path):
+            return os.path.realpath(path)
+    return None
+
+
+def find_wheel(args: dict) -> tuple[str, bool]:
+    if args.get("wheel"):
+        wheel = os.path.expanduser(args["wheel"])
+        if not os.path.isfile(wheel):
+            raise WheelError(f"head_agent_wheel {wheel} does not exist on the controller")
+        return os.path.realpath(wheel), False
+    source = os.path.realpath(args["source"])
+    # A checkout (an artifact of ansible-galaxy may carry pyproject.toml without the agent).
+    if all(os.path.exists(os.path.join(source, part))
+           for part in ("pyproject.toml", "agent/onprem_ray_agent/__init__.py")):
+        cache = os.path.expanduser(args["cache"])
+        os.makedirs(cache, exist_ok=True)
+        return build(source, cache)
+    name = f"onprem_ray-{args['version']}-py3-none-any.whl"
+    wheelhouse = os.path.expanduser(args.get("wheelhouse") or "")
+    if wheelhouse and os.path.isfile(os.path.join(wheelhouse, name)):
+        return os.path.realpath(os.path.join(wheelhouse, name)), False
+    raise WheelError(
+        f"the head's agent is installed from the onprem-ray wheel: {source} is not a checkout "
+        f"to build it from, and {name} is not in ray_wheelhouse_dir "
+        f"({wheelhouse or 'not set'}): put it there (pip download --no-deps "
+        f"onprem-ray=={args['version']}), set head_agent_wheel, or head_agent_install: false")
+
+
+def main(argv: list[str]) -> int:
+    args = json.loads(argv[1])
+    try:
+        wheel, built = find_wheel(args)
+    except (WheelError, OSError) as err:
+        print(json.dumps({"failed": True, "msg": str(err)}))
+        return 1
+    source = os.path.realpath(args["source"])
+    if built or (not args.get("wheel") and os.path.isdir(os.path.join(source, CODE[0]))):
+        code = content_key(source, CODE)
+    else:  # a wheel from elsewhere: any change of it may change the code
+        with open(wheel, "rb") as stream:
+            code = hashlib.sha256(stream.read()).hexdigest()[:20]
+    with open(wheel, "rb") as stream:
+        sha256 = hashlib.sha256(stream.read()).hexdigest()
+    collections = {name: collection_dir(name) for name in args.get("collections", [])}
+    print(json.dumps({"wheel": wheel, "built": built, "sha256": sha256, "code": code,
+                      "collections": collections,
+                      "trees": {name: tree_hash(path) for name, path in collections.items()}}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

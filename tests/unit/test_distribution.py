@@ -1,0 +1,170 @@
+"""The onprem-ray distribution: built offline from the checkout, it carries the agent and the
+collection where ansible-core finds collections, with galaxy.yml's version."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tomllib
+import zipfile
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+COLLECTION = "ansible_collections/onprem/ray/"
+
+
+def build(cache: Path) -> dict:
+    """The wheel as the head role gets it (roles/head/files/agent_wheel.py)."""
+    done = subprocess.run(
+        [sys.executable, str(REPO / "roles/head/files/agent_wheel.py"),
+         json.dumps({"source": str(REPO), "cache": str(cache), "version": "0.1.0",
+                     "collections": ["ansible.posix", "no.such"]})],
+        capture_output=True, text=True, check=True)
+    return json.loads(done.stdout)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> dict:
+    return build(tmp_path_factory.mktemp("cache"))
+
+
+@pytest.fixture(scope="module")
+def wheel(built) -> Path:
+    return Path(built["wheel"])
+
+
+def test_the_version_is_the_collections():
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    galaxy = yaml.safe_load((REPO / "galaxy.yml").read_text())
+    assert project["name"] == "onprem-ray"
+    assert project["version"] == galaxy["version"]
+
+
+def test_the_wheel_holds_the_agent_and_the_installed_collection(wheel):
+    assert wheel.name == "onprem_ray-0.1.0-py3-none-any.whl"
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for path in ("galaxy.yml", "meta/runtime.yml", "playbooks/up.yml",
+                 "playbooks/add_workers.yml", "roles/head/tasks/main.yml",
+                 "roles/head/templates/onprem-ray-agent.service.j2",
+                 "plugins/inventory/cluster.py"):
+        assert COLLECTION + path in names
+    assert {"onprem_ray_agent/cli.py", "onprem_ray_agent/settings.py",
+            "onprem_ray_agent/adapters/runner.py"} <= names
+    # Only what an installed collection and the agent need.
+    kept_out = [n for n in names if n.startswith((COLLECTION + "tests/", "tests/", "bench/"))
+                or "/tests/" in n or n.endswith(".pyc") or "molecule" in n]
+    assert kept_out == []
+    entry_points = zipfile.ZipFile(wheel).read("onprem_ray-0.1.0.dist-info/entry_points.txt")
+    assert b"onprem-ray-agent = onprem_ray_agent.cli:main" in entry_points
+
+
+def test_the_build_is_cached_and_reproducible(built, wheel, tmp_path):
+    """Built once per content, and the head role copies the wheel only when its bytes differ:
+    the same sources must give the same bytes, also in another cache; the checkout is left as
+    it was (no build/ or egg-info: the build runs on a copy)."""
+    assert built["built"] is True
+    again = build(wheel.parents[1])
+    assert (again["wheel"], again["built"]) == (str(wheel), False)
+    elsewhere = build(tmp_path)
+    assert elsewhere["built"] is True
+    assert Path(elsewhere["wheel"]).read_bytes() == wheel.read_bytes()
+    assert not (REPO / "build").exists()
+    assert list(REPO.glob("*.egg-info")) == []
+
+
+def test_the_collections_the_agent_needs_are_found_on_the_controller(built):
+    assert Path(built["collections"]["ansible.posix"], "MANIFEST.json").is_file()
+    assert built["collections"]["no.such"] is None
+
+
+def test_the_hashes_are_those_the_head_compares(built, wheel):
+    """The wheel's SHA-256, and each collection's tree hash as onprem.ray.node_facts computes
+    it on the head (the head role skips a copy when they are equal)."""
+    from ansible_collections.onprem.ray.plugins.modules import node_facts
+
+    assert built["sha256"] == hashlib.sha256(wheel.read_bytes()).hexdigest()
+    posix = built["collections"]["ansible.posix"]
+    assert built["trees"] == {"ansible.posix": node_facts.tree_hash(posix), "no.such": None}
+    assert len(built["trees"]["ansible.posix"]) == 64
+
+
+def test_installed_ansible_finds_the_collection_and_the_command_runs(wheel, tmp_path):
+    """Installed into a directory on Python's path: ansible-core finds onprem.ray there (no
+    collections path configured), and the agent's console script runs."""
+    target = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
+                    "--no-index", "--target", str(target), str(wheel)],
+                   check=True, capture_output=True)
+    env = os.environ | {"PYTHONPATH": str(target), "ANSIBLE_COLLECTIONS_PATH": str(tmp_path),
+                        "ANSIBLE_CONFIG": str(tmp_path / "none.cfg")}
+    listed = subprocess.run([Path(sys.executable).parent / "ansible-galaxy", "collection",
+                             "list", "onprem.ray"], env=env, cwd=tmp_path,
+                            capture_output=True, text=True, check=True)
+    assert f"# {target}/ansible_collections" in listed.stdout
+    assert "onprem.ray 0.1.0" in " ".join(listed.stdout.split())
+    version = subprocess.run([target / "bin" / "onprem-ray-agent", "--version"], env=env,
+                             capture_output=True, text=True, check=True)
+    assert version.stdout.strip() == "0.1.0"
+
+
+def run_wheel_script(args: dict) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, str(REPO / "roles/head/files/agent_wheel.py"),
+                           json.dumps(args)], capture_output=True, text=True, check=False)
+
+
+def test_without_a_checkout_the_wheel_comes_from_the_wheelhouse_or_the_error_says_how(tmp_path):
+    """An installed collection (no agent sources beside pyproject.toml) cannot build the wheel:
+    it is taken from ray_wheelhouse_dir, else the error says what to do."""
+    installed = tmp_path / "ansible_collections" / "onprem" / "ray"
+    installed.mkdir(parents=True)
+    (installed / "pyproject.toml").write_text("")
+    wheelhouse = tmp_path / "wheelhouse"
+    wheelhouse.mkdir()
+    args = {"source": str(installed), "cache": str(tmp_path / "cache"), "version": "0.1.0",
+            "wheelhouse": str(wheelhouse)}
+    refused = run_wheel_script(args)
+    assert refused.returncode == 1
+    message = json.loads(refused.stdout)["msg"]
+    assert f"{installed} is not a checkout" in message
+    assert "onprem_ray-0.1.0-py3-none-any.whl is not in ray_wheelhouse_dir" in message
+    assert "set head_agent_wheel, or head_agent_install: false" in message
+    carried = wheelhouse / "onprem_ray-0.1.0-py3-none-any.whl"
+    carried.write_bytes(b"")
+    found = run_wheel_script(args)
+    assert found.returncode == 0
+    assert json.loads(found.stdout)["wheel"] == str(carried)
+    missing = run_wheel_script(args | {"wheel": str(tmp_path / "none.whl")})
+    assert missing.returncode == 1
+    assert "head_agent_wheel" in json.loads(missing.stdout)["msg"]
+
+
+def test_the_code_version_changes_with_the_agents_code_only(tmp_path):
+    """A changed role gives another wheel (the collection is in it) but the same code version
+    (the agent is reloaded, not restarted); a changed agent module changes both."""
+    source = tmp_path / "src"
+    source.mkdir()
+    for part in ("pyproject.toml", "README.md", "galaxy.yml", "agent/onprem_ray_agent", "meta",
+                 "playbooks", "plugins", "roles"):
+        if (REPO / part).is_dir():
+            shutil.copytree(REPO / part, source / part,
+                            ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(REPO / part, source / part)
+    args = {"source": str(source), "cache": str(tmp_path / "cache"), "version": "0.1.0"}
+    first = json.loads(run_wheel_script(args).stdout)
+    (source / "roles/head/defaults/main.yml").write_text(
+        (source / "roles/head/defaults/main.yml").read_text() + "# changed\n")
+    role_changed = json.loads(run_wheel_script(args).stdout)
+    assert role_changed["wheel"] != first["wheel"] and role_changed["built"]
+    assert role_changed["code"] == first["code"]
+    (source / "agent/onprem_ray_agent/model.py").write_text(
+        (source / "agent/onprem_ray_agent/model.py").read_text() + "# changed\n")
+    code_changed = json.loads(run_wheel_script(args).stdout)
+    assert code_changed["code"] != first["code"]
