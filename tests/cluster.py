@@ -38,6 +38,7 @@ class Cluster:
     pool: pools.Pool
     wheelhouse: Path
     inventory: Path | None = None  # default: the pool's own cluster file
+    extra: tuple[str, ...] = ()  # arguments every playbook run gets
 
     @property
     def gcs(self) -> str:
@@ -49,7 +50,7 @@ class Cluster:
                "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0", **(env or {})}
         argv = ["ansible-playbook", "-i", str(self.inventory or self.pool.inventory),
                 f"onprem.ray.{name}",
-                "-e", f"ray_wheelhouse_dir={self.wheelhouse}", *args]
+                "-e", f"ray_wheelhouse_dir={self.wheelhouse}", *self.extra, *args]
         result = subprocess.run(argv, cwd=REPO_ROOT, env=env, capture_output=True, text=True,
                                 timeout=timeout, check=False)
         if check and result.returncode != 0:

@@ -42,7 +42,11 @@ def failed_only_on(result: subprocess.CompletedProcess[str], ip: str) -> str:
 @pytest.fixture(scope="module")
 def cluster(pool: pools.Pool) -> Iterator[Cluster]:
     assert len(pool.workers) >= 3, "these tests need a head and 3 workers (POOL_MACHINES=4)"
-    made = Cluster(pool=pool, wheelhouse=ensure_wheelhouse())
+    # The agent (on by default) would retire the idle workers of the pool's cluster file
+    # (min_workers 0) while these tests of the playbooks expect every worker running; its own
+    # tests are test_agent_install.py and the end-to-end tests.
+    made = Cluster(pool=pool, wheelhouse=ensure_wheelhouse(),
+                   extra=("-e", "head_agent_enabled=false"))
     started = time.monotonic()
     result = made.playbook("up", "-e", "ray_up_workers=all")
     print(f"\nfirst up (Ray installed from the wheelhouse): {time.monotonic() - started:.1f}s")
@@ -335,7 +339,8 @@ def test_an_unreachable_worker_is_reported_and_the_others_converge(
     inventory = tmp_path / "cluster.yml"
     inventory.write_text(source.replace("  worker_ips:\n", f"  worker_ips:\n    - {missing}\n", 1))
     before = {m.ip: cluster.unit(m) for m in cluster.pool.machines}
-    broken = Cluster(pool=cluster.pool, wheelhouse=cluster.wheelhouse, inventory=inventory)
+    broken = Cluster(pool=cluster.pool, wheelhouse=cluster.wheelhouse, inventory=inventory,
+                     extra=cluster.extra)
     result = broken.playbook("up", "-e", "ray_up_workers=all", check=False)
     assert result.returncode != 0
     counts = recap(result.stdout)
@@ -360,7 +365,8 @@ def test_an_unreachable_head_is_named_by_the_workers_and_nothing_changes(
     assert inventory.read_text() != source
     workers = cluster.pool.workers[:2]
     before = {m.ip: cluster.unit(m) for m in cluster.pool.machines}
-    broken = Cluster(pool=cluster.pool, wheelhouse=cluster.wheelhouse, inventory=inventory)
+    broken = Cluster(pool=cluster.pool, wheelhouse=cluster.wheelhouse, inventory=inventory,
+                     extra=cluster.extra)
     result = broken.playbook("add_workers", "--limit", ",".join(w.ip for w in workers),
                              check=False)
     assert result.returncode != 0
