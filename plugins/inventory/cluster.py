@@ -1,5 +1,5 @@
 # Copyright: onprem.ray maintainers
-# Apache License 2.0 (see galaxy.yml)
+# Apache License 2.0 (see LICENSE)
 """Inventory plugin onprem.ray.cluster: a cluster file -> hosts, groups and hostvars."""
 
 from __future__ import annotations
@@ -14,7 +14,12 @@ from ansible.errors import AnsibleParserError
 from ansible.plugins.inventory import BaseInventoryPlugin, Constructable
 from ansible.utils.display import Display
 from ansible.utils.unsafe_proxy import wrap_var
-from ansible_collections.onprem.ray.plugins.module_utils import cluster_config
+from ansible_collections.onprem.ray.plugins.plugin_utils.cluster_file import (
+    load_inventory_source,
+    read_yaml,
+)
+from ansible_collections.onprem.ray.plugins.plugin_utils.cluster_model import ClusterConfigError
+from ansible_collections.onprem.ray.plugins.plugin_utils.hostvars import host_variables
 
 DOCUMENTATION = r"""
 name: cluster
@@ -163,8 +168,8 @@ class InventoryModule(BaseInventoryPlugin, Constructable):
     def parse(self, inventory, loader, path, cache=True):
         super().parse(inventory, loader, path, cache)
         try:
-            raw = cluster_config.read_yaml(path)  # our messages for malformed YAML
-        except cluster_config.ClusterConfigError as err:
+            raw = read_yaml(path)  # our messages for malformed YAML
+        except ClusterConfigError as err:
             raise AnsibleParserError(str(err)) from err
         self._read_config_data(path)  # options; declines sources of other plugins
         cluster = self._load_cluster(path, raw)
@@ -173,8 +178,8 @@ class InventoryModule(BaseInventoryPlugin, Constructable):
     def _load_cluster(self, path, raw):
         """The validated cluster of the source; refusals become parser errors."""
         try:
-            return cluster_config.load_inventory_source(path, raw)
-        except cluster_config.ClusterConfigError as err:
+            return load_inventory_source(path, raw)
+        except ClusterConfigError as err:
             raise AnsibleParserError(str(err)) from err
 
     def _state_store_path(self, path):
@@ -193,7 +198,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable):
             inventory.add_host(host, group="ray_head" if host == cluster.head_ip
                                else "ray_workers")
             inventory.add_host(host, group=cluster.node_type_of(host).group)
-            hostvars = cluster.hostvars(host)
+            hostvars = host_variables(cluster, host)
             state = states.get(host)
             if state:
                 group = inventory.add_group("ray_state_" + state)

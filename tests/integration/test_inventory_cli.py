@@ -113,7 +113,6 @@ def test_the_ray_yaml_site():
                                                 "192.168.50.13"]
     worker = listing["_meta"]["hostvars"]["192.168.50.12"]
     assert worker["ray_cluster_file"] == str(source)
-    assert worker["ray_cluster_yaml_file"] == str(source.parent / "ray-cluster.yaml")
     assert worker["ray_node_type"] == "local.cluster.node"
     assert (worker["ray_min_workers"], worker["ray_max_workers"]) == (0, 3)
     assert worker["ray_start_ray_commands"] == []  # Ray's stock commands: the roles' unit
@@ -167,7 +166,6 @@ def test_rays_example_without_docker_gives_the_same_cluster_as_ray_up(tmp_path):
     assert worker["ansible_user"] == "ops"
     assert "ansible_ssh_private_key_file" not in worker  # commented out in Ray's example
     assert (worker["ray_min_workers"], worker["ray_max_workers"]) == (3, 3)
-    assert (worker["ray_upscaling_speed"], worker["ray_idle_timeout_minutes"]) == (1.0, 5)
     assert worker["ray_rsync_exclude"] == ["**/.git", "**/.git/**"]
     assert worker["ray_rsync_filter"] == [".gitignore"]
     assert worker["ray_setup_commands"] == []

@@ -15,7 +15,7 @@ from ansible.plugins.loader import init_plugin_loader, inventory_loader
 from ansible.template import Templar, trust_as_template
 from ansible.utils.collection_loader import AnsibleCollectionConfig
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[4]
 
 SOURCE = """\
 plugin: onprem.ray.cluster
@@ -176,24 +176,23 @@ def test_a_ray_yaml_source(plugin, tmp_path):
     inventory = parse(plugin, source)
     worker = inventory.get_host("10.0.0.2").get_vars()
     assert worker["ray_cluster_file"] == str(source)
-    assert worker["ray_cluster_yaml_file"] == str(tmp_path / "ray.yaml")
     assert worker["ray_node_type_min_workers"] == 0
 
 
 def test_the_options_are_the_keys_the_validation_skips(plugin, tmp_path):
-    """cluster_config.INVENTORY_KEYS must list exactly the plugin's options."""
-    from ansible_collections.onprem.ray.plugins.module_utils import cluster_config
+    """cluster_file.INVENTORY_KEYS must list exactly the plugin's options."""
+    from ansible_collections.onprem.ray.plugins.plugin_utils.cluster_file import INVENTORY_KEYS
 
     parse(plugin, write(tmp_path, SOURCE))
-    assert set(plugin._options) == cluster_config.INVENTORY_KEYS
+    assert set(plugin._options) == INVENTORY_KEYS
 
 
 def test_populate_is_a_seam_for_a_model_built_in_python(plugin):
-    from ansible_collections.onprem.ray.plugins.module_utils import cluster_config
+    from ansible_collections.onprem.ray.plugins.plugin_utils.cluster_validation import validate
 
     BaseInventoryPlugin.parse(plugin, InventoryData(), DataLoader(), "seam.cluster.yml")
     plugin.set_options(direct={"plugin": "onprem.ray.cluster"})
-    cluster = cluster_config.validate(
+    cluster = validate(
         {"head_ip": "fd00::1", "worker_ips": ["fd00::2-fd00::3"], "auth": {"ssh_user": "o"}})
     plugin._populate(cluster, {"fd00::3": "spare"})
     assert members(plugin.inventory, "ray_workers") == ["fd00::2", "fd00::3"]
