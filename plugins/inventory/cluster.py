@@ -51,8 +51,10 @@ description:
     (the head), C(ray_workers) (every worker), C(ray_node_type_<type>) per node type (the
     head's type included; characters other than letters, digits and C(_) become C(_)) and,
     when O(state_store) exists, C(ray_state_<state>) by lifecycle state.
-  - Set C(any_unparsed_is_failed = true) in the C([inventory]) section of C(ansible.cfg) so
-    that a refused source stops Ansible instead of being skipped with a warning.
+  - Ansible skips a source that fails to parse with a warning. The collection's playbooks then
+    stop before their first play with the reason, whatever C(ansible.cfg) says (lookup
+    C(onprem.ray.cluster_hosts)); for other uses, set C(any_unparsed_is_failed = true) in the
+    C([inventory]) section of C(ansible.cfg) so that a refused source stops Ansible.
 extends_documentation_fragment:
   - constructed
 options:
