@@ -4,29 +4,12 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
-import re
-import sqlite3
-import urllib.parse
-
-from ansible.errors import AnsibleParserError
-from ansible.plugins.inventory import BaseInventoryPlugin, Constructable
-from ansible.utils.display import Display
-from ansible.utils.unsafe_proxy import wrap_var
-from ansible_collections.onprem.ray.plugins.plugin_utils.cluster_file import (
-    load_inventory_source,
-    read_yaml,
-)
-from ansible_collections.onprem.ray.plugins.plugin_utils.cluster_model import ClusterConfigError
-from ansible_collections.onprem.ray.plugins.plugin_utils.hostvars import host_variables
-
 DOCUMENTATION = r"""
 name: cluster
 short_description: A Ray cluster on a fixed pool of machines, from a cluster file or Ray YAML
 version_added: 0.1.0
 author:
-  - onprem.ray maintainers
+  - onprem.ray maintainers (@onprem-ray)
 description:
   - Reads a cluster file and makes one inventory host per machine of the pool, with the groups
     and host variables the roles of the C(onprem.ray) collection use (see C(docs/hostvars.md)).
@@ -136,6 +119,23 @@ keyed_groups:
   - key: ray_labels.rack | default('none')
     prefix: rack
 """
+
+import contextlib
+import os
+import re
+import sqlite3
+import urllib.parse
+
+from ansible.errors import AnsibleParserError
+from ansible.plugins.inventory import BaseInventoryPlugin, Constructable
+from ansible.utils.display import Display
+from ansible.utils.unsafe_proxy import wrap_var
+from ansible_collections.onprem.ray.plugins.plugin_utils.cluster_file import (
+    load_inventory_source,
+    read_yaml,
+)
+from ansible_collections.onprem.ray.plugins.plugin_utils.cluster_model import ClusterConfigError
+from ansible_collections.onprem.ray.plugins.plugin_utils.hostvars import host_variables
 
 display = Display()
 

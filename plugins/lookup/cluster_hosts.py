@@ -8,7 +8,7 @@ DOCUMENTATION = r"""
 name: cluster_hosts
 version_added: 0.1.0
 author:
-  - onprem.ray maintainers
+  - onprem.ray maintainers (@onprem-ray)
 short_description: A play's host pattern, after checking the inventory holds the cluster
 description:
   - Returns the host pattern given, when every group of O(require) has a host.
@@ -49,10 +49,10 @@ _raw:
   elements: str
 """
 
-from ansible import context  # noqa: E402
-from ansible.errors import AnsibleLookupError  # noqa: E402
-from ansible.plugins.lookup import LookupBase  # noqa: E402
-from ansible_collections.onprem.ray.plugins.plugin_utils.inventory_check import (  # noqa: E402
+from ansible import context
+from ansible.errors import AnsibleLookupError
+from ansible.plugins.lookup import LookupBase
+from ansible_collections.onprem.ray.plugins.plugin_utils.inventory_check import (
     missing_groups_message,
 )
 

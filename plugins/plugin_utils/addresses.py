@@ -78,7 +78,6 @@ def address_key(address: str) -> str:
     return address if is_ip(address) else address.lower()  # DNS names ignore case
 
 
-
 def address_order(address: str) -> tuple[int, int, int, str]:
     """Sort key: addresses in numeric order (10.0.0.9 before 10.0.0.10), then hostnames."""
     try:

@@ -35,7 +35,7 @@ def read_yaml(path: str) -> Any:
 
     def mapping(loader: Any, node: Any, deep: bool = False) -> dict:
         seen: dict[Any, Any] = {}
-        for key_node, _ in node.value:
+        for key_node, _value_node in node.value:
             key = loader.construct_object(key_node, deep=deep)
             try:
                 hash(key)
@@ -105,4 +105,3 @@ def load_inventory_source(path: str, data: dict, *, check_files: bool = True) ->
                                                 f"no such file: {ray_path}")])
     model = validate(read_yaml(ray_path), source=ray_path, check_files=check_files)
     return dataclasses.replace(model, source=path, ray_cluster_yaml=ray_path)
-

@@ -35,7 +35,7 @@ class MinWorkersChoice(NamedTuple):
 
     @property
     def machines(self) -> list[str]:
-        return [machine for _, machine in self.for_node_types + self.for_cluster]
+        return [machine for _type, machine in self.for_node_types + self.for_cluster]
 
 
 def choose_min_workers(node_types: Sequence[NodeTypeSlots], min_workers: int,

@@ -246,20 +246,3 @@ def test_an_unreadable_state_store_is_a_warning(plugin, tmp_path, capfd, content
     assert members(inventory, "ray_workers") == ["10.0.0.2", "10.0.2.1", "10.0.2.2"]
     assert not any(name.startswith("ray_state_") for name in inventory.groups)
     assert "state store" in capfd.readouterr().err
-
-
-def test_the_agents_own_store_while_the_agent_holds_it(plugin, tmp_path):
-    """Contract with agent/onprem_ray_agent/store.py: WAL mode, lock held, plugin reads."""
-    store_module = pytest.importorskip("onprem_ray_agent.store")
-    model = pytest.importorskip("onprem_ray_agent.model")
-    store = store_module.StateStore.open(tmp_path / "state.db")
-    try:
-        store.put(model.Machine(ip="10.0.2.1", node_type="gpu",
-                                state=model.MachineState.ACTIVE),
-                  model.Machine(ip="10.0.2.2", node_type="gpu",
-                                state=model.MachineState.RETIRING))
-        inventory = parse(plugin, write(tmp_path, SOURCE + "state_store: state.db\n"))
-    finally:
-        store.close()
-    assert members(inventory, "ray_state_active") == ["10.0.2.1"]
-    assert members(inventory, "ray_state_retiring") == ["10.0.2.2"]

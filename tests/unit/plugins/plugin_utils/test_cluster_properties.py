@@ -6,7 +6,6 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections import Counter
-from pathlib import Path
 
 import pytest
 from ansible_collections.onprem.ray.plugins.plugin_utils import cluster_validation as validation
@@ -19,10 +18,6 @@ from ansible_collections.onprem.ray.plugins.plugin_utils.cluster_model import (
 from ansible_collections.onprem.ray.plugins.plugin_utils.cluster_validation import validate
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-REPO = Path(__file__).resolve().parents[4]
-
-
 
 SETTINGS = settings(max_examples=200, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow])
@@ -85,7 +80,7 @@ def expand_oracle(entry: str) -> list[str]:
     """An independent, plain expansion of one accepted worker_ips entry."""
     if "/" in entry:
         return [str(a) for a in ipaddress.ip_network(entry).hosts()]
-    first, _, last = entry.partition("-")
+    first, _dash, last = entry.partition("-")
     if _is_ip(first) and _is_ip(last):
         low, high = ipaddress.ip_address(first), ipaddress.ip_address(last)
         return [str(type(low)(n)) for n in range(int(low), int(high) + 1)]
