@@ -33,7 +33,7 @@ description:
   - Hosts are named by their address as written (after expansion). Groups are C(ray_head)
     (the head), C(ray_workers) (every worker), C(ray_node_type_<type>) per node type (the
     head's type included; characters other than letters, digits and C(_) become C(_)) and,
-    when O(state_store) exists, C(ray_state_<state>) by lifecycle state.
+    when O(state_store) exists, C(ray_lifecycle_<state>) by lifecycle state.
   - Ansible skips a source that fails to parse with a warning. The collection's playbooks then
     stop before their first play with the reason, whatever C(ansible.cfg) says (lookup
     C(onprem.ray.cluster_hosts)); for other uses, set C(any_unparsed_is_failed = true) in the
@@ -56,7 +56,7 @@ options:
   state_store:
     description:
       - Path of the agent's state store (SQLite), relative to the inventory source's
-        directory. Read only, to put hosts in C(ray_state_<state>) groups and set
+        directory. Read only, to put hosts in C(ray_lifecycle_<state>) groups and set
         C(ray_lifecycle_state).
       - A missing store is not an error (the agent has not run yet); an unreadable one gives
         a warning and no lifecycle groups.
@@ -203,7 +203,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable):
             hostvars = host_variables(cluster, host)
             state = states.get(host)
             if state:
-                group = inventory.add_group("ray_state_" + state)
+                group = inventory.add_group("ray_lifecycle_" + state)
                 inventory.add_host(host, group=group)
                 hostvars["ray_lifecycle_state"] = state
             for name, value in hostvars.items():

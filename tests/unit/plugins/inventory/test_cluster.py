@@ -91,7 +91,7 @@ def test_groups(plugin, tmp_path):
     assert members(inventory, "ray_workers") == ["10.0.0.2", "10.0.2.1", "10.0.2.2"]
     assert members(inventory, "ray_node_type_head") == ["10.0.0.1", "10.0.0.2"]
     assert members(inventory, "ray_node_type_gpu") == ["10.0.2.1", "10.0.2.2"]
-    assert not any(name.startswith("ray_state_") for name in inventory.groups)
+    assert not any(name.startswith("ray_lifecycle_") for name in inventory.groups)
 
 
 def test_hostvars(plugin, tmp_path):
@@ -196,7 +196,7 @@ def test_populate_is_a_seam_for_a_model_built_in_python(plugin):
         {"head_ip": "fd00::1", "worker_ips": ["fd00::2-fd00::3"], "auth": {"ssh_user": "o"}})
     plugin._populate(cluster, {"fd00::3": "spare"})
     assert members(plugin.inventory, "ray_workers") == ["fd00::2", "fd00::3"]
-    assert members(plugin.inventory, "ray_state_spare") == ["fd00::3"]
+    assert members(plugin.inventory, "ray_lifecycle_spare") == ["fd00::3"]
 
 
 # ---------------------------------------------------------------- lifecycle overlay
@@ -218,9 +218,9 @@ def test_lifecycle_groups_from_the_state_store(plugin, tmp_path):
                                        ("10.0.0.1", "Not A State!")])
     source = write(tmp_path, SOURCE + "state_store: state.db\n")
     inventory = parse(plugin, source)
-    assert members(inventory, "ray_state_active") == ["10.0.0.2"]  # 10.9.9.9: not in the file
-    assert members(inventory, "ray_state_spare") == ["10.0.2.1"]
-    assert members(inventory, "ray_state_quarantined") == ["10.0.2.2"]
+    assert members(inventory, "ray_lifecycle_active") == ["10.0.0.2"]  # 10.9.9.9: not in the file
+    assert members(inventory, "ray_lifecycle_spare") == ["10.0.2.1"]
+    assert members(inventory, "ray_lifecycle_quarantined") == ["10.0.2.2"]
     assert inventory.get_host("10.0.2.1").get_vars()["ray_lifecycle_state"] == "spare"
     assert "ray_lifecycle_state" not in inventory.get_host("10.0.0.1").get_vars()
     assert (tmp_path / "state.db").stat().st_size > 0
@@ -230,7 +230,7 @@ def test_the_state_store_path_can_come_from_the_environment(plugin, tmp_path, mo
     make_store(tmp_path / "elsewhere.db", [("10.0.0.2", "draining")])
     monkeypatch.setenv("ONPREM_RAY_STATE_STORE", str(tmp_path / "elsewhere.db"))
     inventory = parse(plugin, write(tmp_path, SOURCE))
-    assert members(inventory, "ray_state_draining") == ["10.0.0.2"]
+    assert members(inventory, "ray_lifecycle_draining") == ["10.0.0.2"]
 
 
 def test_a_missing_state_store_is_not_an_error(plugin, tmp_path, capfd):
@@ -244,5 +244,5 @@ def test_an_unreadable_state_store_is_a_warning(plugin, tmp_path, capfd, content
     (tmp_path / "state.db").write_bytes(content)
     inventory = parse(plugin, write(tmp_path, SOURCE + "state_store: state.db\n"))
     assert members(inventory, "ray_workers") == ["10.0.0.2", "10.0.2.1", "10.0.2.2"]
-    assert not any(name.startswith("ray_state_") for name in inventory.groups)
+    assert not any(name.startswith("ray_lifecycle_") for name in inventory.groups)
     assert "state store" in capfd.readouterr().err
