@@ -17,7 +17,7 @@ IMPLICIT_NODE_TYPE = "local.cluster.node"
 
 
 def group_suffix(name: str) -> str:
-    """The part of a group name made from a node type or state name (Ansible: [A-Za-z0-9_])."""
+    """The part of a group name made from a node type name (Ansible: [A-Za-z0-9_])."""
     return re.sub(r"[^A-Za-z0-9_]", "_", name)
 
 
