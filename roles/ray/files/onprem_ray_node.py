@@ -131,7 +131,7 @@ def collection_dir(name: str) -> str | None:
     collections path, else on Python's path (collections installed with pip's `ansible`)."""
     from ansible import constants  # the controller only
 
-    namespace, _, collection = name.partition(".")
+    namespace, _dot, collection = name.partition(".")
     for root in [*constants.COLLECTIONS_PATHS, *sys.path]:
         path = os.path.join(os.path.expanduser(root), "ansible_collections", namespace, collection)
         if os.path.isdir(path):
@@ -377,7 +377,7 @@ def apply(args: dict) -> dict:
 
 
 def _gcs(address: str, timeout: float):
-    host, _, port = address.rpartition(":")
+    host, _colon, port = address.rpartition(":")
     deadline = time.monotonic() + timeout
     while True:
         try:
