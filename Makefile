@@ -16,8 +16,9 @@ help: ## list the targets
 setup: ## install Docker, debootstrap and the pinned Python packages (.venv)
 	@$(PHASE) setup scripts/setup-host
 
-test: setup ## everything CI runs: lint, then all tests on a fresh local pool
+test: setup ## everything CI runs: lint, ansible-test, then all tests on a fresh local pool
 	@$(PHASE) lint $(MAKE) --no-print-directory lint
+	@$(PHASE) ansible-test scripts/ansible-test
 	@$(PHASE) images $(BIN)/python -m tests.pool images
 	@$(PHASE) pytest scripts/pytest-all
 

@@ -1,25 +1,27 @@
 """The cluster file -> the agent's `Config`, through the collection's own validation.
 
-The inventory plugin, the roles and the agent share one parser,
-`plugins/module_utils/cluster_config.py` of the collection: a file is accepted or refused by
-all of them with the same message. The agent loads that module by path, since the collection is
-not a Python package on the head.
+The inventory plugin, the roles' filters and the agent share one model of the cluster file,
+`plugins/plugin_utils/` of the onprem.ray collection, imported through its
+`ansible_collections.onprem.ray` namespace (site-packages of an installed distribution, or a
+collections path on `PYTHONPATH`): a file is accepted or refused by all of them with the same
+message.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
-import importlib.util
 import os
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
-from onprem_ray_agent.model import Config, NodeType
+from ansible_collections.onprem.ray.plugins.plugin_utils.cluster_file import load_cluster_file
+from ansible_collections.onprem.ray.plugins.plugin_utils.cluster_model import (
+    Cluster,
+    ClusterConfigError,
+)
+from ansible_collections.onprem.ray.plugins.plugin_utils.hostvars import host_variables
 
-COLLECTION_DIR_ENV = "ONPREM_RAY_COLLECTION_DIR"
-SHARED_MODULE = Path("plugins", "module_utils", "cluster_config.py")
+from onprem_ray_agent.model import Config, NodeType
 
 
 class ConfigError(ValueError):
@@ -27,36 +29,11 @@ class ConfigError(ValueError):
 
 
 def collection_dir() -> Path:
-    """Where the onprem.ray collection is: $ONPREM_RAY_COLLECTION_DIR, else installed beside
-    this package (the onprem-ray distribution: site-packages/ansible_collections/onprem/ray),
-    else the repository that holds this package (agent/onprem_ray_agent -> its root)."""
-    configured = os.environ.get(COLLECTION_DIR_ENV)
-    if configured:
-        return Path(configured).expanduser().resolve()
-    package = Path(__file__).resolve().parent
-    beside = package.parent / "ansible_collections" / "onprem" / "ray"
-    if (beside / "plugins").is_dir():
-        return beside
-    return package.parents[1]
+    """The directory of the onprem.ray collection the agent imports its model from (its
+    playbooks run from there)."""
+    import ansible_collections.onprem.ray as collection
 
-
-@functools.cache
-def _shared_module(path: Path) -> ModuleType:
-    if not path.is_file():
-        raise ConfigError(
-            f"the collection's cluster file validation {path} does not exist: set "
-            f"{COLLECTION_DIR_ENV} to the directory of the onprem.ray collection")
-    spec = importlib.util.spec_from_file_location("onprem_ray_cluster_config", path)
-    if spec is None or spec.loader is None:
-        raise ConfigError(f"{path} cannot be loaded as a Python module")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def cluster_config_module() -> ModuleType:
-    """The shared `cluster_config` module of the collection."""
-    return _shared_module(collection_dir() / SHARED_MODULE)
+    return Path(next(iter(collection.__path__))).resolve()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,14 +42,13 @@ class LoadedConfig:
 
     path: Path
     config: Config
-    cluster: Any  # cluster_config.Cluster: the validated file, for what the policy never needs
+    cluster: Cluster  # the validated file, for what the policy never needs
 
     @property
     def pool(self) -> frozenset[str]:
         """The workers the agent may act on: every node type's machines, never the head."""
         return frozenset(ip for node_type in self.config.node_types for ip in node_type.ips
                          if ip != self.config.head_ip)
-
 
     def hostvars_of_leaving(self, ip: str, node_type: str) -> dict[str, Any]:
         """Host variables for a machine that left the file but must still be retired: those
@@ -82,11 +58,11 @@ class LoadedConfig:
         name = node_type if node_type in names else cluster.head_node_type
         types = tuple(dataclasses.replace(t, ips=(*t.ips, ip)) if t.name == name else t
                       for t in cluster.node_types)
-        return dataclasses.replace(cluster, node_types=types).hostvars(ip)
+        return host_variables(dataclasses.replace(cluster, node_types=types), ip)
 
 
-def config_from_cluster(cluster: Any, **agent_settings: Any) -> Config:
-    """The decision's settings of a validated `cluster_config.Cluster`. `agent_settings` are
+def config_from_cluster(cluster: Cluster, **agent_settings: Any) -> Config:
+    """The decision's settings of a validated `Cluster`. `agent_settings` are
     Config's own fields (provision timeout, backoff ...) that a cluster file does not carry."""
     node_types = tuple(
         NodeType(
@@ -112,15 +88,14 @@ def config_from_cluster(cluster: Any, **agent_settings: Any) -> Config:
 
 
 def load_config(path: str | os.PathLike[str], **agent_settings: Any) -> LoadedConfig:
-    """Read and validate the cluster file at `path`; ConfigError says what is wrong."""
-    shared = cluster_config_module()
+    """Read and validate the cluster file at `path`; ConfigError says what is wrong.
+
+    The file is validated once, by the collection's model: its `Cluster` makes a valid
+    `Config`. `agent_settings` are `Config`'s own fields (see `config_from_cluster`)."""
     path = Path(path).resolve()
     try:
-        cluster = shared.load_cluster_file(str(path))
-    except shared.ClusterConfigError as err:
+        cluster = load_cluster_file(str(path))
+    except ClusterConfigError as err:
         raise ConfigError(str(err)) from None
-    try:
-        config = config_from_cluster(cluster, **agent_settings)
-    except ValueError as err:
-        raise ConfigError(f"{path}: {err}") from None
+    config = config_from_cluster(cluster, **agent_settings)
     return LoadedConfig(path=path, config=config, cluster=cluster)

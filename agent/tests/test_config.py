@@ -46,18 +46,14 @@ def write(tmp_path: Path, text: str, name: str = "cluster.yml") -> Path:
     return path
 
 
-def test_collection_dir_defaults_to_the_repository_and_follows_the_environment(
-        tmp_path, monkeypatch):
-    monkeypatch.delenv(config_module.COLLECTION_DIR_ENV, raising=False)
+def test_the_model_comes_from_the_collection_the_namespace_finds():
+    """No path logic: the collection is wherever `ansible_collections.onprem.ray` imports
+    from (here the checkout, linked into .cache/collections by scripts/setup-host)."""
+    from ansible_collections.onprem.ray.plugins.plugin_utils import cluster_file
+
     assert collection_dir() == REPO
-    monkeypatch.setenv(config_module.COLLECTION_DIR_ENV, str(tmp_path))
-    assert collection_dir() == tmp_path.resolve()
-
-
-def test_a_missing_collection_is_named(tmp_path, monkeypatch):
-    monkeypatch.setenv(config_module.COLLECTION_DIR_ENV, str(tmp_path))
-    with pytest.raises(ConfigError, match=config_module.COLLECTION_DIR_ENV):
-        load_config(write(tmp_path, RAY_STYLE))
+    assert Path(cluster_file.__file__).resolve() == REPO / "plugins/plugin_utils/cluster_file.py"
+    assert not hasattr(config_module, "COLLECTION_DIR_ENV")
 
 
 def test_node_types_limits_and_speeds_come_from_the_file(tmp_path):

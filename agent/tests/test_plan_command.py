@@ -29,7 +29,7 @@ FORMAT_DOC = AGENT_DIR / "docs" / "plan-format.md"
 
 
 def test_the_example_through_the_installed_entry_point_module() -> None:
-    env = os.environ | {"PYTHONPATH": str(AGENT_DIR)}
+    env = os.environ | {"PYTHONPATH": os.pathsep.join([str(AGENT_DIR), *sys.path])}
     proc = subprocess.run([sys.executable, "-m", "onprem_ray_agent.cli", "plan", str(EXAMPLE)],
                           env=env, capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr

@@ -136,7 +136,7 @@ def test_the_service_as_systemd_runs_it(tmp_path, cluster_file):
     argv = [sys.executable, "-m", "onprem_ray_agent.cli", "--cluster-file", str(cluster_file),
             "--state-dir", str(state), "--gcs-address", "127.0.0.1:1", "--interval", "0.2",
             "--metrics-port", "0"]
-    env = os.environ | {"PYTHONPATH": str(AGENT_DIR)}
+    env = os.environ | {"PYTHONPATH": os.pathsep.join([str(AGENT_DIR), *sys.path])}
     log = tmp_path / "agent.log"
     with log.open("w") as stream:
         agent = subprocess.Popen(argv, env=env, stderr=stream, stdout=stream)

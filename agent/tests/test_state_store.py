@@ -31,7 +31,7 @@ def _machine(ip: str, state: str = "spare", **kwargs) -> Machine:
 
 def _python(code: str, db: Path, **kwargs) -> subprocess.Popen:
     """Run `code` in another Python process that can import the agent, with DB = db."""
-    env = os.environ | {"PYTHONPATH": str(AGENT_DIR)}
+    env = os.environ | {"PYTHONPATH": os.pathsep.join([str(AGENT_DIR), *sys.path])}
     program = f"from pathlib import Path\nDB = Path({str(db)!r})\n" + textwrap.dedent(code)
     return subprocess.Popen([sys.executable, "-c", program], env=env, text=True, **kwargs)
 

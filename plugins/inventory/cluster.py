@@ -1,27 +1,15 @@
 # Copyright: onprem.ray maintainers
-# Apache License 2.0 (see galaxy.yml)
+# Apache License 2.0 (see LICENSE)
 """Inventory plugin onprem.ray.cluster: a cluster file -> hosts, groups and hostvars."""
 
 from __future__ import annotations
-
-import contextlib
-import os
-import re
-import sqlite3
-import urllib.parse
-
-from ansible.errors import AnsibleParserError
-from ansible.plugins.inventory import BaseInventoryPlugin, Constructable
-from ansible.utils.display import Display
-from ansible.utils.unsafe_proxy import wrap_var
-from ansible_collections.onprem.ray.plugins.module_utils import cluster_config
 
 DOCUMENTATION = r"""
 name: cluster
 short_description: A Ray cluster on a fixed pool of machines, from a cluster file or Ray YAML
 version_added: 0.1.0
 author:
-  - onprem.ray maintainers
+  - onprem.ray maintainers (@onprem-ray)
 description:
   - Reads a cluster file and makes one inventory host per machine of the pool, with the groups
     and host variables the roles of the C(onprem.ray) collection use (see C(docs/hostvars.md)).
@@ -45,9 +33,11 @@ description:
   - Hosts are named by their address as written (after expansion). Groups are C(ray_head)
     (the head), C(ray_workers) (every worker), C(ray_node_type_<type>) per node type (the
     head's type included; characters other than letters, digits and C(_) become C(_)) and,
-    when O(state_store) exists, C(ray_state_<state>) by lifecycle state.
-  - Set C(any_unparsed_is_failed = true) in the C([inventory]) section of C(ansible.cfg) so
-    that a refused source stops Ansible instead of being skipped with a warning.
+    when O(state_store) exists, C(ray_lifecycle_<state>) by lifecycle state.
+  - Ansible skips a source that fails to parse with a warning. The collection's playbooks then
+    stop before their first play with the reason, whatever C(ansible.cfg) says (lookup
+    C(onprem.ray.cluster_hosts)); for other uses, set C(any_unparsed_is_failed = true) in the
+    C([inventory]) section of C(ansible.cfg) so that a refused source stops Ansible.
 extends_documentation_fragment:
   - constructed
 options:
@@ -66,7 +56,7 @@ options:
   state_store:
     description:
       - Path of the agent's state store (SQLite), relative to the inventory source's
-        directory. Read only, to put hosts in C(ray_state_<state>) groups and set
+        directory. Read only, to put hosts in C(ray_lifecycle_<state>) groups and set
         C(ray_lifecycle_state).
       - A missing store is not an error (the agent has not run yet); an unreadable one gives
         a warning and no lifecycle groups.
@@ -130,6 +120,23 @@ keyed_groups:
     prefix: rack
 """
 
+import contextlib
+import os
+import re
+import sqlite3
+import urllib.parse
+
+from ansible.errors import AnsibleParserError
+from ansible.plugins.inventory import BaseInventoryPlugin, Constructable
+from ansible.utils.display import Display
+from ansible.utils.unsafe_proxy import wrap_var
+from ansible_collections.onprem.ray.plugins.plugin_utils.cluster_file import (
+    load_inventory_source,
+    read_yaml,
+)
+from ansible_collections.onprem.ray.plugins.plugin_utils.cluster_model import ClusterConfigError
+from ansible_collections.onprem.ray.plugins.plugin_utils.hostvars import host_variables
+
 display = Display()
 
 _STATE_RE = re.compile(r"[a-z][a-z0-9_]{0,31}")
@@ -163,8 +170,8 @@ class InventoryModule(BaseInventoryPlugin, Constructable):
     def parse(self, inventory, loader, path, cache=True):
         super().parse(inventory, loader, path, cache)
         try:
-            raw = cluster_config.read_yaml(path)  # our messages for malformed YAML
-        except cluster_config.ClusterConfigError as err:
+            raw = read_yaml(path)  # our messages for malformed YAML
+        except ClusterConfigError as err:
             raise AnsibleParserError(str(err)) from err
         self._read_config_data(path)  # options; declines sources of other plugins
         cluster = self._load_cluster(path, raw)
@@ -173,8 +180,8 @@ class InventoryModule(BaseInventoryPlugin, Constructable):
     def _load_cluster(self, path, raw):
         """The validated cluster of the source; refusals become parser errors."""
         try:
-            return cluster_config.load_inventory_source(path, raw)
-        except cluster_config.ClusterConfigError as err:
+            return load_inventory_source(path, raw)
+        except ClusterConfigError as err:
             raise AnsibleParserError(str(err)) from err
 
     def _state_store_path(self, path):
@@ -193,10 +200,10 @@ class InventoryModule(BaseInventoryPlugin, Constructable):
             inventory.add_host(host, group="ray_head" if host == cluster.head_ip
                                else "ray_workers")
             inventory.add_host(host, group=cluster.node_type_of(host).group)
-            hostvars = cluster.hostvars(host)
+            hostvars = host_variables(cluster, host)
             state = states.get(host)
             if state:
-                group = inventory.add_group("ray_state_" + state)
+                group = inventory.add_group("ray_lifecycle_" + state)
                 inventory.add_host(host, group=group)
                 hostvars["ray_lifecycle_state"] = state
             for name, value in hostvars.items():

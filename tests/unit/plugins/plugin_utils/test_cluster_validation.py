@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
-import json
+import os
 import re
 import shlex
 import subprocess
@@ -11,23 +10,24 @@ import sys
 from pathlib import Path
 
 import pytest
+from ansible_collections.onprem.ray.plugins.plugin_utils import cluster_validation as validation
+from ansible_collections.onprem.ray.plugins.plugin_utils.addresses import expand_address
+from ansible_collections.onprem.ray.plugins.plugin_utils.cluster_file import (
+    INVENTORY_KEYS,
+    load_cluster_file,
+)
+from ansible_collections.onprem.ray.plugins.plugin_utils.cluster_model import (
+    IMPLICIT_NODE_TYPE,
+    ClusterConfigError,
+    HostCommands,
+)
+from ansible_collections.onprem.ray.plugins.plugin_utils.cluster_validation import validate
+from ansible_collections.onprem.ray.plugins.plugin_utils.hostvars import (
+    host_variables,
+    ssh_common_args,
+)
 
-REPO = Path(__file__).resolve().parents[2]
-MODULE = REPO / "plugins" / "module_utils" / "cluster_config.py"
-
-
-def _load_by_path():
-    """Load the module the way the agent does: by path, with no Ansible around."""
-    name = "onprem_ray_cluster_config"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, MODULE)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-cc = _load_by_path()
+REPO = Path(__file__).resolve().parents[4]
 
 
 def base(**changes):
@@ -57,8 +57,8 @@ def typed(**types):
 def problems(data, **kwargs):
     """(path, reason) of every problem; fails when the data is accepted."""
     kwargs.setdefault("check_files", False)
-    with pytest.raises(cc.ClusterConfigError) as caught:
-        cc.validate(data, source="/site/lab.cluster.yml", **kwargs)
+    with pytest.raises(ClusterConfigError) as caught:
+        validate(data, source="/site/lab.cluster.yml", **kwargs)
     assert str(caught.value).startswith("/site/lab.cluster.yml: ")
     return [(p.path, p.reason) for p in caught.value.problems]
 
@@ -86,11 +86,11 @@ def only_problem(data, **kwargs):
     ("10.0.0.9/32", ["10.0.0.9"]),
 ])
 def test_address_entries_expand(entry, expected):
-    assert cc.expand_address(entry) == expected
+    assert expand_address(entry) == expected
 
 
 def test_a_cidr_block_of_the_maximum_size_expands_without_network_and_broadcast():
-    assert len(cc.expand_address("10.1.0.0/20")) == 4094
+    assert len(expand_address("10.1.0.0/20")) == 4094
 
 
 @pytest.mark.parametrize(("entry", "reason"), [
@@ -114,7 +114,7 @@ def test_a_cidr_block_of_the_maximum_size_expands_without_network_and_broadcast(
 ])
 def test_bad_address_entries_say_why(entry, reason):
     with pytest.raises(ValueError, match=re.escape(reason)):
-        cc.expand_address(entry)
+        expand_address(entry)
 
 
 # ---------------------------------------------------------------- what a valid file gives
@@ -122,12 +122,12 @@ def test_bad_address_entries_say_why(entry, reason):
 
 def test_ray_local_defaults_keep_every_worker_running():
     """Ray's local provider: min_workers and max_workers default to len(worker_ips)."""
-    cluster = cc.validate(base(), source="/site/lab.cluster.yml")
+    cluster = validate(base(), source="/site/lab.cluster.yml")
     assert cluster.head_ip == "10.0.0.1"
     assert cluster.worker_ips == ("10.0.0.2", "10.0.0.3")
     assert (cluster.min_workers, cluster.max_workers) == (2, 2)
     (node_type,) = cluster.node_types
-    assert node_type.name == cluster.head_node_type == cc.IMPLICIT_NODE_TYPE == "local.cluster.node"
+    assert node_type.name == cluster.head_node_type == IMPLICIT_NODE_TYPE == "local.cluster.node"
     assert node_type.group == "ray_node_type_local_cluster_node"
     assert (node_type.min_workers, node_type.max_workers) == (2, 2)
     assert (cluster.upscaling_speed, cluster.idle_timeout_minutes) == (1.0, 5.0)
@@ -136,14 +136,14 @@ def test_ray_local_defaults_keep_every_worker_running():
 
 def test_max_workers_takes_precedence_over_rays_default_min():
     """Ray: min_workers defaults to every worker, but max_workers wins."""
-    cluster = cc.validate(base(max_workers=1))
+    cluster = validate(base(max_workers=1))
     assert (cluster.min_workers, cluster.max_workers) == (1, 1)
-    assert cc.validate(base(min_workers=0)).max_workers == 2
+    assert validate(base(min_workers=0)).max_workers == 2
 
 
 def test_top_level_aliases_and_a_head_only_cluster():
     data = {"head_ip": "h1.lab.example", "worker_ips": [], "auth": {"ssh_user": "ops"}}
-    cluster = cc.validate(data)
+    cluster = validate(data)
     assert cluster.hosts == ("h1.lab.example",)
     assert cluster.cluster_name == "default"
     assert (cluster.min_workers, cluster.max_workers) == (0, 0)
@@ -158,7 +158,7 @@ def test_node_types_are_separate_pools_with_their_own_limits():
         head={"resources": {"CPU": 0}},
     )
     data["max_workers"] = 5
-    cluster = cc.validate(data)
+    cluster = validate(data)
     assert [t.name for t in cluster.node_types] == ["cpu", "gpu", "head"]
     assert cluster.node_type("gpu").ips == ("10.0.2.1", "10.0.2.2", "gpu-big")
     assert cluster.node_type("gpu").max_workers == 2
@@ -166,8 +166,8 @@ def test_node_types_are_separate_pools_with_their_own_limits():
     assert cluster.node_type("head").ips == ()
     assert (cluster.min_workers, cluster.max_workers) == (0, 5)
     assert cluster.node_type_of("10.0.0.1").name == "head"
-    assert cluster.hostvars("10.0.0.1")["ray_resources"] == {"CPU": 0}
-    gpu = cluster.hostvars("gpu-big")
+    assert host_variables(cluster, "10.0.0.1")["ray_resources"] == {"CPU": 0}
+    gpu = host_variables(cluster, "gpu-big")
     assert gpu["ray_labels"] == {"accelerator": "a100", "lab.example/rack": "r2"}
     assert (gpu["ray_node_type_min_workers"], gpu["ray_node_type_max_workers"]) == (0, 2)
     assert gpu["ray_max_workers"] == 5
@@ -177,7 +177,7 @@ def test_provider_worker_ips_belong_to_the_heads_type():
     """As in Ray, where every worker_ips machine is of the one local type."""
     data = typed(gpu={"worker_ips": ["10.0.2.1"]})
     data["provider"]["worker_ips"] = ["10.0.0.2"]
-    cluster = cc.validate(data)
+    cluster = validate(data)
     assert cluster.node_type("head").ips == ("10.0.0.2",)
     assert cluster.worker_ips == ("10.0.2.1", "10.0.0.2")
 
@@ -189,15 +189,15 @@ def test_commands_per_host_follow_ray():
     data.update(initialization_commands=["init"], setup_commands=["common"],
                 head_setup_commands=["head-only"], worker_setup_commands=["worker-only"],
                 head_start_ray_commands=["start-head"], worker_start_ray_commands=["start-w"])
-    cluster = cc.validate(data)
-    assert cluster.commands_for("10.0.0.1") == cc.HostCommands(
+    cluster = validate(data)
+    assert cluster.commands_for("10.0.0.1") == HostCommands(
         ("init",), ("common", "head-only"), ("start-head",))
-    assert cluster.commands_for("10.0.1.1") == cc.HostCommands(
+    assert cluster.commands_for("10.0.1.1") == HostCommands(
         ("init",), ("common", "worker-only"), ("start-w",))
     # A type's own lists replace the global ones.
-    assert cluster.commands_for("10.0.2.1") == cc.HostCommands(
+    assert cluster.commands_for("10.0.2.1") == HostCommands(
         ("gpu-init",), ("gpu-setup",), ("start-w",))
-    vars_ = cluster.hostvars("10.0.2.1")
+    vars_ = host_variables(cluster, "10.0.2.1")
     assert vars_["ray_setup_commands"] == ["gpu-setup"]
     assert vars_["ray_initialization_commands"] == ["gpu-init"]
 
@@ -209,13 +209,13 @@ def test_rays_stock_start_commands_mean_the_roles_unit():
             "ulimit -c unlimited && ray start --head --port=6379 "
             "--autoscaling-config=~/ray_bootstrap_config.yaml"],
         worker_start_ray_commands=["ray stop", "ray start  --address=$RAY_HEAD_IP:6379"])
-    cluster = cc.validate(data)
+    cluster = validate(data)
     assert cluster.head_start_ray_commands == cluster.worker_start_ray_commands == ()
 
 
 def test_custom_start_commands_are_kept_but_not_rays_own_autoscaler():
-    kept = cc.validate(base(worker_start_ray_commands=["ray start --address=$RAY_HEAD_IP:6379 "
-                                                      "--num-cpus=4"]))
+    kept = validate(base(worker_start_ray_commands=["ray start --address=$RAY_HEAD_IP:6379 "
+                                                    "--num-cpus=4"]))
     assert kept.worker_start_ray_commands == (
         "ray start --address=$RAY_HEAD_IP:6379 --num-cpus=4",)
     path, reason = only_problem(base(head_start_ray_commands=[
@@ -228,7 +228,7 @@ def test_files_and_patterns(tmp_path):
     data = base(file_mounts={"/srv/data": "data", "~/code": "/abs/code"},
                 cluster_synced_files=["/srv/shared"], rsync_exclude=["**/.git"],
                 rsync_filter=[".gitignore"], metadata={"owner": "lab"})
-    cluster = cc.validate(data, source=str(tmp_path / "lab.cluster.yml"))
+    cluster = validate(data, source=str(tmp_path / "lab.cluster.yml"))
     assert cluster.file_mounts == {"/srv/data": str(tmp_path / "data"), "~/code": "/abs/code"}
     assert cluster.cluster_synced_files == ("/srv/shared",)
     assert (cluster.rsync_exclude, cluster.rsync_filter) == (("**/.git",), (".gitignore",))
@@ -236,19 +236,19 @@ def test_files_and_patterns(tmp_path):
 
 
 def test_docker_without_an_image_is_rays_disabled_docker():
-    cluster = cc.validate(base(docker={"image": "", "container_name": "ray", "run_options": []},
-                               head_node={}, worker_nodes={}))
+    cluster = validate(base(docker={"image": "", "container_name": "ray", "run_options": []},
+                            head_node={}, worker_nodes={}))
     assert cluster.hosts == ("10.0.0.1", "10.0.0.2", "10.0.0.3")
 
 
 def test_external_head_ip_is_where_the_controller_reaches_the_head():
     data = base()
     data["provider"]["external_head_ip"] = "203.0.113.7"
-    cluster = cc.validate(data)
-    assert cluster.hostvars("10.0.0.1")["ansible_host"] == "203.0.113.7"
-    assert cluster.hostvars("10.0.0.1")["ray_head_ip"] == "10.0.0.1"
+    cluster = validate(data)
+    assert host_variables(cluster, "10.0.0.1")["ansible_host"] == "203.0.113.7"
+    assert host_variables(cluster, "10.0.0.1")["ray_head_ip"] == "10.0.0.1"
     data["provider"]["use_internal_ips"] = True
-    assert cc.validate(data).hostvars("10.0.0.1")["ansible_host"] == "10.0.0.1"
+    assert host_variables(validate(data), "10.0.0.1")["ansible_host"] == "10.0.0.1"
 
 
 # ---------------------------------------------------------------- auth and ssh
@@ -262,16 +262,16 @@ def test_private_key_and_known_hosts_resolve_against_the_file(tmp_path):
     (tmp_path / "known_hosts").write_text("")
     data = base(auth={"ssh_user": "ops", "ssh_private_key": "keys/id_ed25519",
                       "ssh_known_hosts_file": "known_hosts"})
-    cluster = cc.validate(data, source=str(tmp_path / "lab.cluster.yml"))
+    cluster = validate(data, source=str(tmp_path / "lab.cluster.yml"))
     assert cluster.auth.ssh_private_key == str(key)
-    vars_ = cluster.hostvars("10.0.0.2")
+    vars_ = host_variables(cluster, "10.0.0.2")
     assert vars_["ansible_ssh_private_key_file"] == str(key)
     assert vars_["ansible_ssh_common_args"] == (
         f"-o UserKnownHostsFile={tmp_path}/known_hosts -o StrictHostKeyChecking=yes")
 
 
 def test_without_known_hosts_keys_are_recorded_on_first_contact():
-    vars_ = cc.validate(base()).hostvars("10.0.0.2")
+    vars_ = host_variables(validate(base()), "10.0.0.2")
     assert vars_["ansible_ssh_common_args"] == "-o StrictHostKeyChecking=accept-new"
     assert "ansible_ssh_private_key_file" not in vars_
 
@@ -279,7 +279,7 @@ def test_without_known_hosts_keys_are_recorded_on_first_contact():
 def test_a_proxy_command_survives_ansibles_shlex_split():
     proxy = "ssh -W %h:%p -q 'jump host'"
     data = base(auth={"ssh_user": "ops", "ssh_proxy_command": proxy})
-    args = cc.validate(data).auth.ssh_common_args()
+    args = ssh_common_args(validate(data).auth)
     assert shlex.split(args) == ["-o", "StrictHostKeyChecking=accept-new",
                                  "-o", f"ProxyCommand={proxy}"]
 
@@ -301,7 +301,7 @@ def test_a_missing_private_key_is_refused_unless_files_are_not_checked(tmp_path)
     path, reason = only_problem(data, check_files=True)
     assert path == "auth.ssh_private_key"
     assert "No such file" in reason
-    assert cc.validate(data, check_files=False).auth.ssh_private_key == str(tmp_path / "nope")
+    assert validate(data, check_files=False).auth.ssh_private_key == str(tmp_path / "nope")
 
 
 # ---------------------------------------------------------------- refusals
@@ -310,8 +310,8 @@ def test_a_missing_private_key_is_refused_unless_files_are_not_checked(tmp_path)
 def test_every_problem_is_reported_at_once_with_file_key_and_value():
     data = base(max_workers=-1, min_workers="two", cluster_name="lab; rm -rf /")
     data["provider"]["worker_ips"] = ["10.0.0.2", "10.0.0.300", "10.0.0.2"]
-    with pytest.raises(cc.ClusterConfigError) as caught:
-        cc.validate(data, source="/site/lab.cluster.yml")
+    with pytest.raises(ClusterConfigError) as caught:
+        validate(data, source="/site/lab.cluster.yml")
     message = str(caught.value)
     assert message.startswith("/site/lab.cluster.yml: 5 problems:\n")
     for line in ("max_workers = -1: must be a whole number >= 0",
@@ -375,27 +375,6 @@ def test_unknown_keys_are_refused_with_the_closest_name(data, path, hint):
     assert reason.endswith(hint)
 
 
-def test_every_key_of_rays_schema_is_honoured_or_refused():
-    """Nothing of Ray 2.60's cluster format falls through unexamined."""
-    spec = importlib.util.find_spec("ray")
-    schema = json.loads(
-        (Path(spec.origin).parent / "autoscaler" / "ray-schema.json").read_text())
-    props = schema["properties"]
-    node_type = props["available_node_types"]["patternProperties"][".*"]["properties"]
-    sections = [
-        (props, cc._TOP_HONOURED, cc._TOP_REFUSED),
-        (props["provider"]["properties"], cc._PROVIDER_HONOURED, cc._PROVIDER_REFUSED),
-        (props["auth"]["properties"], cc._AUTH_HONOURED, cc._AUTH_REFUSED),
-        (props["docker"]["properties"], cc._DOCKER_KEYS, {}),
-        (node_type, cc._NODE_TYPE_HONOURED, cc._NODE_TYPE_REFUSED),
-        (node_type["docker"]["properties"], cc._NODE_TYPE_DOCKER_KEYS, {}),
-    ]
-    for keys, honoured, refused in sections:
-        unexamined = set(keys) - set(honoured) - set(refused)
-        assert not unexamined
-        assert not set(honoured) & set(refused)
-
-
 # ---------------------------------------------------------------- the checks the issue lists
 
 
@@ -428,7 +407,7 @@ def test_the_head_in_a_worker_list():
 
 def test_an_empty_pool():
     found = problems({"auth": {"ssh_user": "ops"}})
-    assert any("the pool is empty" in reason for _, reason in found), found
+    assert any("the pool is empty" in reason for _path, reason in found), found
     path, reason = only_problem(typed(gpu={"worker_ips": []}))
     assert path == "available_node_types.gpu.worker_ips"
     assert "has no machines" in reason
@@ -458,7 +437,7 @@ def test_inconsistent_limits(data, path, reason):
 @pytest.mark.parametrize("key", ["min_workers", "max_workers"])
 def test_negative_or_non_numeric_limits(key, value):
     if value is None:  # an empty value is Ray's default, not an error
-        assert cc.validate(base(**{key: value})).max_workers == 2
+        assert validate(base(**{key: value})).max_workers == 2
         return
     assert only_problem(base(**{key: value})) == (key, "must be a whole number >= 0")
 
@@ -496,7 +475,7 @@ def test_autoscaler_numbers(key, value):
 ])
 def test_shell_metacharacters_where_a_name_or_address_is_expected(data, path):
     found = problems(data)
-    assert path in [p for p, _ in found], found
+    assert path in [p for p, _reason in found], found
 
 
 @pytest.mark.parametrize(("resources", "reason"), [
@@ -508,13 +487,13 @@ def test_shell_metacharacters_where_a_name_or_address_is_expected(data, path):
 ])
 def test_resource_amounts(resources, reason):
     data = typed(gpu={"worker_ips": ["10.0.2.1"], "resources": resources})
-    _, found = only_problem(data)
+    _path, found = only_problem(data)
     assert reason in found
 
 
 def test_fractional_custom_resources_below_one_are_rays():
     data = typed(gpu={"worker_ips": ["10.0.2.1"], "resources": {"slice": 0.25, "CPU": 4}})
-    assert cc.validate(data).node_type("gpu").resources == {"slice": 0.25, "CPU": 4}
+    assert validate(data).node_type("gpu").resources == {"slice": 0.25, "CPU": 4}
 
 
 @pytest.mark.parametrize(("data", "path", "reason"), [
@@ -552,8 +531,8 @@ def write(path: Path, text: str) -> Path:
 def test_malformed_yaml_names_line_and_column(tmp_path):
     source = write(tmp_path / "lab.cluster.yml",
                    "plugin: onprem.ray.cluster\nprovider:\n  head_ip: [10.0.0.1\n")
-    with pytest.raises(cc.ClusterConfigError) as caught:
-        cc.load_cluster_file(str(source))
+    with pytest.raises(ClusterConfigError) as caught:
+        load_cluster_file(str(source))
     message = str(caught.value)
     assert message.startswith(f"{source}: line 4 column 1: malformed YAML: ")
 
@@ -562,15 +541,15 @@ def test_a_key_given_twice_in_yaml_is_refused(tmp_path):
     source = write(tmp_path / "lab.cluster.yml",
                    "head_ip: 10.0.0.1\nworker_ips: []\nauth: {ssh_user: ops}\n"
                    "head_ip: 10.0.0.2\n")
-    with pytest.raises(cc.ClusterConfigError) as caught:
-        cc.load_cluster_file(str(source))
+    with pytest.raises(ClusterConfigError) as caught:
+        load_cluster_file(str(source))
     assert str(caught.value) == (f"{source}: line 4 column 1 = 'head_ip': duplicate key "
                                  "(first at line 1); YAML would keep only the last one")
 
 
 def test_an_unreadable_file(tmp_path):
-    with pytest.raises(cc.ClusterConfigError, match="cannot be read: No such file"):
-        cc.load_cluster_file(str(tmp_path / "none.cluster.yml"))
+    with pytest.raises(ClusterConfigError, match="cannot be read: No such file"):
+        load_cluster_file(str(tmp_path / "none.cluster.yml"))
 
 
 def test_an_inventory_source_naming_a_ray_yaml(tmp_path):
@@ -581,18 +560,18 @@ def test_an_inventory_source_naming_a_ray_yaml(tmp_path):
     source = write(tmp_path / "lab.cluster.yml",
                    "plugin: onprem.ray.cluster\nray_cluster_yaml: ray/lab.yaml\n"
                    "state_store: state.db\nkeyed_groups: []\n")
-    cluster = cc.load_cluster_file(str(source))
+    cluster = load_cluster_file(str(source))
     assert cluster.source == str(source)
     assert cluster.ray_cluster_yaml == str(tmp_path / "ray" / "lab.yaml")
-    assert cluster.hostvars("10.0.0.2")["ray_cluster_yaml_file"] == cluster.ray_cluster_yaml
+    assert host_variables(cluster, "10.0.0.2")["ray_cluster_file"] == str(source)
 
 
 def test_errors_in_the_ray_yaml_name_the_ray_yaml(tmp_path):
     ray_yaml = write(tmp_path / "lab.yaml", "provider: {type: gcp}\nauth: {ssh_user: ops}\n")
     source = write(tmp_path / "lab.cluster.yml",
                    "plugin: onprem.ray.cluster\nray_cluster_yaml: lab.yaml\n")
-    with pytest.raises(cc.ClusterConfigError) as caught:
-        cc.load_cluster_file(str(source))
+    with pytest.raises(ClusterConfigError) as caught:
+        load_cluster_file(str(source))
     assert caught.value.source == str(ray_yaml)
     assert "provider.type = 'gcp': not supported" in str(caught.value)
 
@@ -601,25 +580,25 @@ def test_a_ray_yaml_and_inline_keys_are_not_mixed(tmp_path):
     write(tmp_path / "lab.yaml", "head_ip: 10.0.0.1\nworker_ips: []\nauth: {ssh_user: ops}\n")
     source = write(tmp_path / "lab.cluster.yml", "plugin: onprem.ray.cluster\n"
                    "ray_cluster_yaml: lab.yaml\nmax_workers: 3\n")
-    with pytest.raises(cc.ClusterConfigError, match=r"max_workers = 3: ray_cluster_yaml is set"):
-        cc.load_cluster_file(str(source))
+    with pytest.raises(ClusterConfigError, match=r"max_workers = 3: ray_cluster_yaml is set"):
+        load_cluster_file(str(source))
     missing = write(tmp_path / "other.cluster.yml",
                     "plugin: onprem.ray.cluster\nray_cluster_yaml: nope.yaml\n")
-    with pytest.raises(cc.ClusterConfigError, match=r"ray_cluster_yaml = 'nope.yaml': no such"):
-        cc.load_cluster_file(str(missing))
+    with pytest.raises(ClusterConfigError, match=r"ray_cluster_yaml = 'nope.yaml': no such"):
+        load_cluster_file(str(missing))
 
 
 def test_a_source_of_another_plugin_is_refused(tmp_path):
     source = write(tmp_path / "x.cluster.yml", "plugin: amazon.aws.aws_ec2\n")
-    with pytest.raises(cc.ClusterConfigError, match=r"plugin = 'amazon\.aws\.aws_ec2': must be"):
-        cc.load_cluster_file(str(source))
+    with pytest.raises(ClusterConfigError, match=r"plugin = 'amazon\.aws\.aws_ec2': must be"):
+        load_cluster_file(str(source))
 
 
 # ---------------------------------------------------------------- contracts
 
 
 def test_the_model_is_frozen():
-    cluster = cc.validate(base())
+    cluster = validate(base())
     with pytest.raises(AttributeError):
         cluster.head_ip = "10.0.0.9"
 
@@ -631,22 +610,22 @@ def test_every_host_gets_every_hostvar_of_the_contract():
              for name in re.findall(r"`(\w+)`", cell)}
     assert {"ansible_host", "ray_setup_commands", "ray_node_type_max_workers"} <= names
     data = base(auth={"ssh_user": "ops", "ssh_private_key": "/nonexistent/key"})
-    cluster = cc.validate(data, check_files=False)
+    cluster = validate(data, check_files=False)
     for host in cluster.hosts:
-        assert names - set(cluster.hostvars(host)) == set()
+        assert set(host_variables(cluster, host)) == names
 
 
-def test_the_module_needs_no_ansible():
-    """Loaded by path (not even registered in sys.modules), it imports neither Ansible nor
-    PyYAML until a file is read."""
-    code = (f"import importlib.util, sys; "
-            f"spec = importlib.util.spec_from_file_location('cc', {str(MODULE)!r}); "
-            "m = importlib.util.module_from_spec(spec); "
-            "spec.loader.exec_module(m); "
-            "m.validate({'head_ip': '10.0.0.1', 'worker_ips': [], 'auth': {'ssh_user': 'o'}}); "
+def test_the_model_needs_no_ansible():
+    """The agent imports the model through the collection's namespace as a plain Python
+    package: it imports neither Ansible nor PyYAML until a file is read."""
+    code = ("import sys; "
+            "from ansible_collections.onprem.ray.plugins.plugin_utils import cluster_file; "
+            "cluster_file.validate({'head_ip': '10.0.0.1', 'worker_ips': [], "
+            "'auth': {'ssh_user': 'o'}}); "
             "print(sorted(n for n in sys.modules if n.split('.')[0] in ('ansible', 'yaml')))")
+    env = os.environ | {"PYTHONPATH": os.pathsep.join(sys.path)}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True)
+                         check=True, env=env)
     assert out.stdout.strip() == "[]"
 
 
@@ -654,9 +633,10 @@ def test_the_reference_documents_every_key():
     """docs/cluster-file.md names every honoured and every refused key."""
     text = (REPO / "docs" / "cluster-file.md").read_text()
     documented = set(re.findall(r"`(?:[\w.<>*]+\.)?(\w+)(?:[:`])", text))
-    tables = (cc._TOP_HONOURED, cc._TOP_REFUSED, cc._PROVIDER_HONOURED, cc._PROVIDER_REFUSED,
-              cc._AUTH_HONOURED, cc._AUTH_REFUSED, cc._NODE_TYPE_HONOURED,
-              cc._NODE_TYPE_REFUSED, cc.INVENTORY_KEYS)
+    tables = (validation._TOP_HONOURED, validation._TOP_REFUSED,
+              validation._PROVIDER_HONOURED, validation._PROVIDER_REFUSED,
+              validation._AUTH_HONOURED, validation._AUTH_REFUSED,
+              validation._NODE_TYPE_HONOURED, validation._NODE_TYPE_REFUSED, INVENTORY_KEYS)
     keys = {key for table in tables for key in table}
     assert keys - documented == set()
 
@@ -674,5 +654,5 @@ def test_the_plugins_examples_are_valid():
     for document in documents:
         if "ray_cluster_yaml" in document:
             continue  # names a file of the reader's
-        cluster = {k: v for k, v in document.items() if k not in cc.INVENTORY_KEYS}
-        assert cc.validate(cluster, check_files=False).hosts
+        cluster = {k: v for k, v in document.items() if k not in INVENTORY_KEYS}
+        assert validate(cluster, check_files=False).hosts

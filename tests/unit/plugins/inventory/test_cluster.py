@@ -15,7 +15,7 @@ from ansible.plugins.loader import init_plugin_loader, inventory_loader
 from ansible.template import Templar, trust_as_template
 from ansible.utils.collection_loader import AnsibleCollectionConfig
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[4]
 
 SOURCE = """\
 plugin: onprem.ray.cluster
@@ -91,7 +91,7 @@ def test_groups(plugin, tmp_path):
     assert members(inventory, "ray_workers") == ["10.0.0.2", "10.0.2.1", "10.0.2.2"]
     assert members(inventory, "ray_node_type_head") == ["10.0.0.1", "10.0.0.2"]
     assert members(inventory, "ray_node_type_gpu") == ["10.0.2.1", "10.0.2.2"]
-    assert not any(name.startswith("ray_state_") for name in inventory.groups)
+    assert not any(name.startswith("ray_lifecycle_") for name in inventory.groups)
 
 
 def test_hostvars(plugin, tmp_path):
@@ -176,28 +176,27 @@ def test_a_ray_yaml_source(plugin, tmp_path):
     inventory = parse(plugin, source)
     worker = inventory.get_host("10.0.0.2").get_vars()
     assert worker["ray_cluster_file"] == str(source)
-    assert worker["ray_cluster_yaml_file"] == str(tmp_path / "ray.yaml")
     assert worker["ray_node_type_min_workers"] == 0
 
 
 def test_the_options_are_the_keys_the_validation_skips(plugin, tmp_path):
-    """cluster_config.INVENTORY_KEYS must list exactly the plugin's options."""
-    from ansible_collections.onprem.ray.plugins.module_utils import cluster_config
+    """cluster_file.INVENTORY_KEYS must list exactly the plugin's options."""
+    from ansible_collections.onprem.ray.plugins.plugin_utils.cluster_file import INVENTORY_KEYS
 
     parse(plugin, write(tmp_path, SOURCE))
-    assert set(plugin._options) == cluster_config.INVENTORY_KEYS
+    assert set(plugin._options) == INVENTORY_KEYS
 
 
 def test_populate_is_a_seam_for_a_model_built_in_python(plugin):
-    from ansible_collections.onprem.ray.plugins.module_utils import cluster_config
+    from ansible_collections.onprem.ray.plugins.plugin_utils.cluster_validation import validate
 
     BaseInventoryPlugin.parse(plugin, InventoryData(), DataLoader(), "seam.cluster.yml")
     plugin.set_options(direct={"plugin": "onprem.ray.cluster"})
-    cluster = cluster_config.validate(
+    cluster = validate(
         {"head_ip": "fd00::1", "worker_ips": ["fd00::2-fd00::3"], "auth": {"ssh_user": "o"}})
     plugin._populate(cluster, {"fd00::3": "spare"})
     assert members(plugin.inventory, "ray_workers") == ["fd00::2", "fd00::3"]
-    assert members(plugin.inventory, "ray_state_spare") == ["fd00::3"]
+    assert members(plugin.inventory, "ray_lifecycle_spare") == ["fd00::3"]
 
 
 # ---------------------------------------------------------------- lifecycle overlay
@@ -219,9 +218,9 @@ def test_lifecycle_groups_from_the_state_store(plugin, tmp_path):
                                        ("10.0.0.1", "Not A State!")])
     source = write(tmp_path, SOURCE + "state_store: state.db\n")
     inventory = parse(plugin, source)
-    assert members(inventory, "ray_state_active") == ["10.0.0.2"]  # 10.9.9.9: not in the file
-    assert members(inventory, "ray_state_spare") == ["10.0.2.1"]
-    assert members(inventory, "ray_state_quarantined") == ["10.0.2.2"]
+    assert members(inventory, "ray_lifecycle_active") == ["10.0.0.2"]  # 10.9.9.9: not in the file
+    assert members(inventory, "ray_lifecycle_spare") == ["10.0.2.1"]
+    assert members(inventory, "ray_lifecycle_quarantined") == ["10.0.2.2"]
     assert inventory.get_host("10.0.2.1").get_vars()["ray_lifecycle_state"] == "spare"
     assert "ray_lifecycle_state" not in inventory.get_host("10.0.0.1").get_vars()
     assert (tmp_path / "state.db").stat().st_size > 0
@@ -231,7 +230,7 @@ def test_the_state_store_path_can_come_from_the_environment(plugin, tmp_path, mo
     make_store(tmp_path / "elsewhere.db", [("10.0.0.2", "draining")])
     monkeypatch.setenv("ONPREM_RAY_STATE_STORE", str(tmp_path / "elsewhere.db"))
     inventory = parse(plugin, write(tmp_path, SOURCE))
-    assert members(inventory, "ray_state_draining") == ["10.0.0.2"]
+    assert members(inventory, "ray_lifecycle_draining") == ["10.0.0.2"]
 
 
 def test_a_missing_state_store_is_not_an_error(plugin, tmp_path, capfd):
@@ -245,22 +244,5 @@ def test_an_unreadable_state_store_is_a_warning(plugin, tmp_path, capfd, content
     (tmp_path / "state.db").write_bytes(content)
     inventory = parse(plugin, write(tmp_path, SOURCE + "state_store: state.db\n"))
     assert members(inventory, "ray_workers") == ["10.0.0.2", "10.0.2.1", "10.0.2.2"]
-    assert not any(name.startswith("ray_state_") for name in inventory.groups)
+    assert not any(name.startswith("ray_lifecycle_") for name in inventory.groups)
     assert "state store" in capfd.readouterr().err
-
-
-def test_the_agents_own_store_while_the_agent_holds_it(plugin, tmp_path):
-    """Contract with agent/onprem_ray_agent/store.py: WAL mode, lock held, plugin reads."""
-    store_module = pytest.importorskip("onprem_ray_agent.store")
-    model = pytest.importorskip("onprem_ray_agent.model")
-    store = store_module.StateStore.open(tmp_path / "state.db")
-    try:
-        store.put(model.Machine(ip="10.0.2.1", node_type="gpu",
-                                state=model.MachineState.ACTIVE),
-                  model.Machine(ip="10.0.2.2", node_type="gpu",
-                                state=model.MachineState.RETIRING))
-        inventory = parse(plugin, write(tmp_path, SOURCE + "state_store: state.db\n"))
-    finally:
-        store.close()
-    assert members(inventory, "ray_state_active") == ["10.0.2.1"]
-    assert members(inventory, "ray_state_retiring") == ["10.0.2.2"]

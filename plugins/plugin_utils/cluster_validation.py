@@ -1,36 +1,38 @@
-"""The cluster file: read, validate and normalise it into one frozen model.
-
-The inventory plugin, the roles' preflight and the agent all use this one module, so a file
-is either accepted by all of them or refused by all of them with the same message.  It is
-pure Python (stdlib; PyYAML only to read files) and imports nothing from Ansible, so the agent
-can load it by path.
+# Copyright: onprem.ray maintainers
+# Apache License 2.0 (see LICENSE)
+"""Validation of a cluster description (Ray's key names) into the model.
 
 Every key of Ray's cluster YAML is either honoured or refused by name with a reason: nothing
-is silently ignored.  Every problem names the file, the key path and the bad value, and all
+is silently ignored. Every problem names the file, the key path and the bad value, and all
 problems of a file are reported at once.
 """
 
-# No `from __future__ import annotations`: with string annotations, dataclasses need the
-# module registered in sys.modules, which loading it by path does not do.
-import dataclasses
+from __future__ import annotations
+
 import difflib
-import ipaddress
 import math
 import os
 import re
 import shlex
 import stat
-from typing import Any, NamedTuple
+from typing import Any
 
-PLUGIN_NAMES = ("onprem.ray.cluster",)
-# The keys of an inventory source that configure the plugin rather than describe the cluster.
-INVENTORY_KEYS = frozenset({
-    "plugin", "ray_cluster_yaml", "state_store",
-    "strict", "compose", "groups", "keyed_groups", "use_extra_vars", "leading_separator",
-})
-# Ray's name for the one node type of a local-provider cluster (autoscaler/_private/local).
-IMPLICIT_NODE_TYPE = "local.cluster.node"
-MAX_ADDRESSES_PER_ENTRY = 4096
+from ansible_collections.onprem.ray.plugins.plugin_utils.addresses import (
+    DNS_NAME_RE,
+    address_key,
+    expand_address,
+)
+from ansible_collections.onprem.ray.plugins.plugin_utils.cluster_model import (
+    IMPLICIT_NODE_TYPE,
+    MISSING,
+    NO_VALUE,
+    Auth,
+    Cluster,
+    ClusterConfigError,
+    NodeType,
+    Problem,
+    group_suffix,
+)
 
 # ---------------------------------------------------------------- what is honoured, what not
 
@@ -126,364 +128,10 @@ _USER_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}")
 _RESOURCE_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.:/-]{0,127}")
 # Ray's label syntax (ray/_private/label_utils.py), itself Kubernetes'.
 _LABEL_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?")
-_DNS_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-_DNS_NAME_RE = re.compile(rf"{_DNS_LABEL}(?:\.{_DNS_LABEL})*")
 # Paths that end up in ssh's own option parser, which splits on blanks and quotes.
 _SSH_PATH_RE = re.compile(r"[A-Za-z0-9_./~+@%:,=-]+")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 _INTEGER_RESOURCES = frozenset({"CPU", "GPU", "memory", "object_store_memory"})
-
-
-def group_suffix(name: str) -> str:
-    """The part of a group name made from a node type or state name (Ansible: [A-Za-z0-9_])."""
-    return re.sub(r"[^A-Za-z0-9_]", "_", name)
-
-
-# ---------------------------------------------------------------- errors
-
-
-class Problem(NamedTuple):
-    path: str  # key path in the file, e.g. provider.worker_ips[2]; "" for the whole file
-    value: Any  # the bad value; _MISSING when the key is absent, NO_VALUE for the file
-    reason: str
-
-
-class _Marker:
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def __repr__(self) -> str:
-        return self.name
-
-
-_MISSING = _Marker("<missing>")  # the key is absent
-NO_VALUE = _Marker("<no value>")  # the problem is about the file, not one value
-
-
-def _show(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
-class ClusterConfigError(ValueError):
-    """The cluster file is refused; `problems` lists every reason, `str()` says it all."""
-
-    def __init__(self, source: str, problems: list[Problem]) -> None:
-        self.source = source
-        self.problems = tuple(problems)
-        super().__init__(self._render())
-
-    def _render(self) -> str:
-        lines = []
-        for path, value, reason in self.problems:
-            if value is NO_VALUE:
-                lines.append(f"{path}: {reason}" if path else reason)
-            elif value is _MISSING:
-                lines.append(f"{path}: missing: {reason}")
-            else:
-                lines.append(f"{path or '(top level)'} = {_show(value)}: {reason}")
-        if len(lines) == 1:
-            return f"{self.source}: {lines[0]}"
-        body = "\n".join(f"  - {line}" for line in lines)
-        return f"{self.source}: {len(lines)} problems:\n{body}"
-
-
-# ---------------------------------------------------------------- the model
-
-
-@dataclasses.dataclass(frozen=True)
-class NodeType:
-    """Interchangeable machines (e.g. the GPU boxes). `ips` are its workers, head excluded."""
-
-    name: str
-    ips: tuple[str, ...]
-    resources: dict[str, float]  # what one machine offers Ray; empty: Ray detects
-    labels: dict[str, str]
-    min_workers: int
-    max_workers: int  # never above len(ips)
-    initialization_commands: tuple[str, ...] | None = None  # None: the cluster's
-    worker_setup_commands: tuple[str, ...] | None = None  # None: setup + worker_setup
-
-    @property
-    def group(self) -> str:
-        return "ray_node_type_" + group_suffix(self.name)
-
-
-@dataclasses.dataclass(frozen=True)
-class Auth:
-    ssh_user: str
-    ssh_private_key: str | None = None  # absolute path on the machine that read the file
-    ssh_known_hosts_file: str | None = None  # absolute; set: host keys must be in it
-    ssh_proxy_command: str | None = None
-
-    def ssh_common_args(self) -> str:
-        """Ansible's ssh arguments: host keys verified, never blanket-accepted."""
-        if self.ssh_known_hosts_file:
-            args = ["-o", f"UserKnownHostsFile={self.ssh_known_hosts_file}",
-                    "-o", "StrictHostKeyChecking=yes"]
-        else:
-            args = ["-o", "StrictHostKeyChecking=accept-new"]  # recorded on first contact
-        if self.ssh_proxy_command:
-            args += ["-o", f"ProxyCommand={self.ssh_proxy_command}"]
-        # Ansible splits this string with shlex: quoting keeps each argument whole.
-        return " ".join(shlex.quote(arg) for arg in args)
-
-
-@dataclasses.dataclass(frozen=True)
-class HostCommands:
-    initialization: tuple[str, ...]
-    setup: tuple[str, ...]
-    start_ray: tuple[str, ...]  # empty: the roles' own systemd unit
-
-
-@dataclasses.dataclass(frozen=True)
-class Cluster:
-    """A validated cluster: every address expanded, every default applied."""
-
-    source: str  # absolute path of the file the cluster was loaded from
-    cluster_name: str
-    head_ip: str
-    head_node_type: str
-    node_types: tuple[NodeType, ...]  # in file order; the head's type included
-    auth: Auth
-    min_workers: int  # cluster-wide, workers only
-    max_workers: int  # cluster-wide, never above the pool's worker count
-    upscaling_speed: float
-    idle_timeout_minutes: float
-    head_ssh_address: str  # where the controller reaches the head (provider.external_head_ip)
-    file_mounts: dict[str, str]  # remote path -> absolute local path
-    cluster_synced_files: tuple[str, ...]
-    rsync_exclude: tuple[str, ...]
-    rsync_filter: tuple[str, ...]
-    initialization_commands: tuple[str, ...]
-    setup_commands: tuple[str, ...]
-    head_setup_commands: tuple[str, ...]
-    worker_setup_commands: tuple[str, ...]
-    head_start_ray_commands: tuple[str, ...]
-    worker_start_ray_commands: tuple[str, ...]
-    metadata: dict[str, Any]
-    ray_cluster_yaml: str | None = None  # absolute path, when an inventory source named one
-
-    @property
-    def worker_ips(self) -> tuple[str, ...]:
-        return tuple(ip for node_type in self.node_types for ip in node_type.ips)
-
-    @property
-    def hosts(self) -> tuple[str, ...]:
-        return (self.head_ip, *self.worker_ips)
-
-    def node_type(self, name: str) -> NodeType:
-        return next(node_type for node_type in self.node_types if node_type.name == name)
-
-    def node_type_of(self, host: str) -> NodeType:
-        if host == self.head_ip:
-            return self.node_type(self.head_node_type)
-        for node_type in self.node_types:
-            if host in node_type.ips:
-                return node_type
-        raise KeyError(f"{host} is not a machine of cluster {self.cluster_name}")
-
-    def commands_for(self, host: str) -> HostCommands:
-        """What Ray's cluster launcher would run on `host` (a type's lists replace the globals)."""
-        if host == self.head_ip:
-            return HostCommands(self.initialization_commands,
-                                self.setup_commands + self.head_setup_commands,
-                                self.head_start_ray_commands)
-        node_type = self.node_type_of(host)
-        init = node_type.initialization_commands
-        setup = node_type.worker_setup_commands
-        return HostCommands(
-            self.initialization_commands if init is None else init,
-            self.setup_commands + self.worker_setup_commands if setup is None else setup,
-            self.worker_start_ray_commands)
-
-    def hostvars(self, host: str) -> dict[str, Any]:
-        """The variables of one host, as docs/hostvars.md lists them."""
-        node_type = self.node_type_of(host)
-        commands = self.commands_for(host)
-        values: dict[str, Any] = {
-            "ansible_host": self.head_ssh_address if host == self.head_ip else host,
-            "ansible_user": self.auth.ssh_user,
-            "ansible_ssh_common_args": self.auth.ssh_common_args(),
-            "ray_cluster_name": self.cluster_name,
-            "ray_cluster_file": self.source,
-            "ray_cluster_yaml_file": self.ray_cluster_yaml or "",
-            "ray_head_ip": self.head_ip,
-            "ray_node_type": node_type.name,
-            "ray_resources": dict(node_type.resources),
-            "ray_labels": dict(node_type.labels),
-            "ray_initialization_commands": list(commands.initialization),
-            "ray_setup_commands": list(commands.setup),
-            "ray_start_ray_commands": list(commands.start_ray),
-            "ray_file_mounts": dict(self.file_mounts),
-            "ray_cluster_synced_files": list(self.cluster_synced_files),
-            "ray_rsync_exclude": list(self.rsync_exclude),
-            "ray_rsync_filter": list(self.rsync_filter),
-            "ray_min_workers": self.min_workers,
-            "ray_max_workers": self.max_workers,
-            "ray_node_type_min_workers": node_type.min_workers,
-            "ray_node_type_max_workers": node_type.max_workers,
-            "ray_upscaling_speed": self.upscaling_speed,
-            "ray_idle_timeout_minutes": self.idle_timeout_minutes,
-        }
-        if self.auth.ssh_private_key:
-            values["ansible_ssh_private_key_file"] = self.auth.ssh_private_key
-        return values
-
-
-# ---------------------------------------------------------------- addresses
-
-
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
-
-
-def expand_address(entry: str) -> list[str]:
-    """One worker_ips entry -> addresses: an IP, a hostname, `first-last` or a CIDR block.
-
-    Raises ValueError with the reason when the entry is none of these.
-    """
-    odd = sorted(set(re.sub(r"[A-Za-z0-9.:/%-]", "", entry)))
-    if odd:
-        raise ValueError("not an address: contains " + " ".join(repr(c) for c in odd))
-    if "/" in entry:
-        return _expand_cidr(entry)
-    first, dash, last = entry.partition("-")
-    if dash and _is_ip(first) and _is_ip(last):
-        return _expand_range(ipaddress.ip_address(first), ipaddress.ip_address(last))
-    if _is_ip(entry):
-        if "%" in entry:
-            raise ValueError("scoped IPv6 addresses (with %zone) are not supported")
-        return [str(ipaddress.ip_address(entry))]
-    if len(entry) <= 253 and _DNS_NAME_RE.fullmatch(entry) and re.search("[A-Za-z]", entry):
-        return [entry]
-    if dash and _is_ip(first):
-        raise ValueError("not an address; a range names two full addresses, "
-                         "e.g. 10.0.0.5-10.0.0.20")
-    raise ValueError("not an IP address, a hostname, a range (10.0.0.5-10.0.0.20) or a "
-                     "CIDR block (10.0.0.0/24)")
-
-
-def _expand_cidr(entry: str) -> list[str]:
-    try:
-        network = ipaddress.ip_network(entry)
-    except ValueError as err:
-        try:
-            loose = ipaddress.ip_network(entry, strict=False)
-        except ValueError:
-            raise ValueError(f"not a CIDR block ({err})") from None
-        raise ValueError(f"host bits are set; the block is {loose}") from None
-    if network.num_addresses > MAX_ADDRESSES_PER_ENTRY:
-        raise ValueError(f"{network.num_addresses} addresses, more than the "
-                         f"{MAX_ADDRESSES_PER_ENTRY} one entry may expand to")
-    return [str(address) for address in network.hosts()]
-
-
-def _expand_range(first: Any, last: Any) -> list[str]:
-    if first.version != last.version:
-        raise ValueError("a range cannot mix IPv4 and IPv6")
-    count = int(last) - int(first) + 1
-    if count < 1:
-        raise ValueError("the range is empty: its first address is above its last")
-    if count > MAX_ADDRESSES_PER_ENTRY:
-        raise ValueError(f"{count} addresses, more than the {MAX_ADDRESSES_PER_ENTRY} one "
-                         "entry may expand to")
-    return [str(first + offset) for offset in range(count)]
-
-
-def _address_key(address: str) -> str:
-    return address if _is_ip(address) else address.lower()  # DNS names ignore case
-
-
-# ---------------------------------------------------------------- reading files
-
-
-def read_yaml(path: str) -> Any:
-    """The YAML document in `path`; malformed YAML and duplicate keys are refused."""
-    import yaml  # only here: the model and validate() need no PyYAML
-
-    class _StrictLoader(yaml.SafeLoader):
-        pass
-
-    def mapping(loader: Any, node: Any, deep: bool = False) -> dict:
-        seen: dict[Any, Any] = {}
-        for key_node, _ in node.value:
-            key = loader.construct_object(key_node, deep=deep)
-            try:
-                hash(key)
-            except TypeError:
-                continue  # unhashable: the base constructor reports it
-            if key in seen:
-                mark = key_node.start_mark
-                raise ClusterConfigError(path, [Problem(
-                    f"line {mark.line + 1} column {mark.column + 1}", key,
-                    f"duplicate key (first at line {seen[key].line + 1}); "
-                    "YAML would keep only the last one")])
-            seen[key] = key_node.start_mark
-        return yaml.SafeLoader.construct_mapping(loader, node, deep)
-
-    _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
-    try:
-        with open(path, encoding="utf-8") as stream:
-            return yaml.load(stream, Loader=_StrictLoader)  # noqa: S506 (a SafeLoader)
-    except OSError as err:
-        raise ClusterConfigError(path, [Problem("", NO_VALUE, f"cannot be read: "
-                                                f"{err.strerror}")]) from None
-    except UnicodeDecodeError as err:
-        raise ClusterConfigError(path, [Problem("", NO_VALUE, f"not UTF-8 text: {err}")]) \
-            from None
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"line {mark.line + 1} column {mark.column + 1}" if mark else ""
-        problem = getattr(err, "problem", None) or str(err)
-        context = getattr(err, "context", None)
-        reason = f"malformed YAML: {problem}" + (f" ({context})" if context else "")
-        raise ClusterConfigError(path, [Problem(where, NO_VALUE, reason)]) from None
-
-
-def load_cluster_file(path: str, *, check_files: bool = True) -> Cluster:
-    """Load an inventory source (`plugin: onprem.ray.cluster`) or a plain Ray cluster YAML."""
-    path = os.path.abspath(path)
-    data = read_yaml(path)
-    if isinstance(data, dict) and "plugin" in data:
-        return load_inventory_source(path, data, check_files=check_files)
-    return validate(data, source=path, check_files=check_files)
-
-
-def load_inventory_source(path: str, data: dict, *, check_files: bool = True) -> Cluster:
-    """The cluster of an inventory source already read: inline, or in its ray_cluster_yaml."""
-    path = os.path.abspath(path)
-    if not isinstance(data, dict):
-        raise ClusterConfigError(path, [Problem("", data, "must be a mapping")])
-    if data.get("plugin") not in PLUGIN_NAMES:
-        raise ClusterConfigError(path, [Problem("plugin", data.get("plugin"),
-                                                f"must be {PLUGIN_NAMES[0]}")])
-    cluster = {key: value for key, value in data.items() if key not in INVENTORY_KEYS}
-    ray_yaml = data.get("ray_cluster_yaml")
-    if ray_yaml is None:
-        return validate(cluster, source=path, check_files=check_files)
-    if not isinstance(ray_yaml, str) or not ray_yaml or _CONTROL_RE.search(ray_yaml):
-        raise ClusterConfigError(path, [Problem("ray_cluster_yaml", ray_yaml,
-                                                "must be the path of a Ray cluster YAML")])
-    if cluster:
-        raise ClusterConfigError(path, [Problem(
-            key, value, "ray_cluster_yaml is set: the cluster is described in that file "
-            "alone, so keys here would be a second, drifting copy")
-            for key, value in cluster.items()])
-    ray_path = os.path.join(os.path.dirname(path), os.path.expanduser(ray_yaml))
-    ray_path = os.path.abspath(ray_path)
-    if not os.path.isfile(ray_path):
-        raise ClusterConfigError(path, [Problem("ray_cluster_yaml", ray_yaml,
-                                                f"no such file: {ray_path}")])
-    model = validate(read_yaml(ray_path), source=ray_path, check_files=check_files)
-    return dataclasses.replace(model, source=path, ray_cluster_yaml=ray_path)
-
-
-# ---------------------------------------------------------------- validation
 
 
 def validate(data: Any, source: str = "<cluster>", *, check_files: bool = True,
@@ -549,8 +197,8 @@ class _Validator:
                 if isinstance(key, str) and key in honoured}
 
     def whole(self, data: dict, key: str, path: str, default: int | None) -> int | None:
-        value = data.get(key, _MISSING)
-        if value is _MISSING or value is None:
+        value = data.get(key, MISSING)
+        if value is MISSING or value is None:
             return default
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             self.bad(_child(path, key), value, "must be a whole number >= 0")
@@ -558,8 +206,8 @@ class _Validator:
         return value
 
     def number(self, data: dict, key: str, path: str, default: float) -> float | None:
-        value = data.get(key, _MISSING)
-        if value is _MISSING or value is None:
+        value = data.get(key, MISSING)
+        if value is MISSING or value is None:
             return default
         if (isinstance(value, bool) or not isinstance(value, int | float)
                 or not math.isfinite(value) or value < 0):
@@ -585,9 +233,9 @@ class _Validator:
     def strings(self, data: dict, key: str, path: str, *, what: str = "string",
                 allow_newlines: bool = False) -> tuple[str, ...] | None:
         """A list of non-empty strings; None when the key is absent or wrong."""
-        value = data.get(key, _MISSING)
+        value = data.get(key, MISSING)
         path = _child(path, key)
-        if value is _MISSING:
+        if value is MISSING:
             return None
         if value is None:
             return ()
@@ -645,7 +293,7 @@ class _Validator:
         if provider.get("type", "local") != "local":
             self.bad("provider.type", provider["type"], "not supported: only the local "
                      "provider (a fixed list of machines) can be honoured on-prem")
-        auth = self.auth(top.get("auth", _MISSING))
+        auth = self.auth(top.get("auth", MISSING))
         head_raw, head_path = self.aliased(top, provider, "head_ip")
         workers_raw, workers_path = self.aliased(top, provider, "worker_ips")
         head = self.head(head_raw, head_path, workers_raw)
@@ -669,14 +317,14 @@ class _Validator:
 
         seen: dict[str, str] = {}
         if head is not None:
-            seen[_address_key(head)] = head_path
+            seen[address_key(head)] = head_path
         if "available_node_types" in top:
             types, head_type = self.node_types(top, workers_raw, workers_path, seen)
         else:
             types, head_type = self.implicit_type(top, workers_raw, workers_path, seen, limits,
                                                   head_given=head is not None)
-        if head_raw in (_MISSING, None) and not any(t and t.ips for t in types):
-            self.bad(head_path, _MISSING, "the pool is empty: give provider.head_ip and "
+        if head_raw in (MISSING, None) and not any(t and t.ips for t in types):
+            self.bad(head_path, MISSING, "the pool is empty: give provider.head_ip and "
                      "provider.worker_ips")
         min_workers, max_workers = self.global_limits(types, limits)
 
@@ -715,12 +363,12 @@ class _Validator:
             self.bad(key, top[key], f"given twice, here and as provider.{key}; keep one")
         if key in top:
             return top[key], key
-        return provider.get(key, _MISSING), f"provider.{key}"
+        return provider.get(key, MISSING), f"provider.{key}"
 
     def head(self, value: Any, path: str, workers: Any) -> str | None:
-        if value is _MISSING or value is None:
-            if workers not in (_MISSING, None, []):
-                self.bad(path, _MISSING, "the head's address is required")
+        if value is MISSING or value is None:
+            if workers not in (MISSING, None, []):
+                self.bad(path, MISSING, "the head's address is required")
             return None
         if not isinstance(value, str):
             self.bad(path, value, "must be one address (an IP or a hostname)")
@@ -745,7 +393,7 @@ class _Validator:
 
     def addresses(self, value: Any, path: str, seen: dict[str, str]) -> list[str] | None:
         """Expand a worker_ips list; duplicates (the head included) are refused."""
-        if value is _MISSING or value is None:
+        if value is MISSING or value is None:
             return []
         if not isinstance(value, list):
             self.bad(path, value, "must be a list of addresses, ranges or CIDR blocks")
@@ -764,7 +412,7 @@ class _Validator:
                 continue
             clashes = []
             for address in expanded:
-                key = _address_key(address)
+                key = address_key(address)
                 if key in seen:
                     clashes.append((address, seen[key]))
                 else:
@@ -780,8 +428,8 @@ class _Validator:
                       limits: dict, head_given: bool,
                       ) -> tuple[list[NodeType | None], str | None]:
         """Ray's local provider: one node type; min and max default to every worker (Ray)."""
-        if workers is _MISSING and head_given:  # else: the pool is empty, said once
-            self.bad(path, _MISSING, "list the worker machines (worker_ips: [] for a "
+        if workers is MISSING and head_given:  # else: the pool is empty, said once
+            self.bad(path, MISSING, "list the worker machines (worker_ips: [] for a "
                      "head-only cluster)")
         head_type = top.get("head_node_type", IMPLICIT_NODE_TYPE)
         if head_type != IMPLICIT_NODE_TYPE:
@@ -806,9 +454,9 @@ class _Validator:
             self.bad("available_node_types", raw, "must be a mapping of node type names to "
                      "their settings")
             return [None], None
-        head_type = top.get("head_node_type", _MISSING)
-        if head_type is _MISSING:
-            self.bad("head_node_type", _MISSING, "required with available_node_types: name "
+        head_type = top.get("head_node_type", MISSING)
+        if head_type is MISSING:
+            self.bad("head_node_type", MISSING, "required with available_node_types: name "
                      "the head's node type")
             head_type = None
         elif not isinstance(head_type, str) or head_type not in raw:
@@ -846,7 +494,7 @@ class _Validator:
             self.bad(_child(path, "node_config"), spec["node_config"], "not supported: cloud "
                      "instance settings; describe the machines with resources and labels")
         self.docker(spec.get("docker"), _child(path, "docker"), _NODE_TYPE_DOCKER_KEYS)
-        own = self.addresses(spec.get("worker_ips", _MISSING), _child(path, "worker_ips"), seen)
+        own = self.addresses(spec.get("worker_ips", MISSING), _child(path, "worker_ips"), seen)
         resources = self.resources(spec.get("resources"), _child(path, "resources"))
         labels = self.labels(spec.get("labels"), _child(path, "labels"))
         low = self.whole(spec, "min_workers", path, 0)
@@ -854,7 +502,7 @@ class _Validator:
             return None
         ips = tuple(extra + own)
         if not ips and not is_head and spec.get("worker_ips") in (None, []):
-            self.bad(_child(path, "worker_ips"), spec.get("worker_ips", _MISSING),
+            self.bad(_child(path, "worker_ips"), spec.get("worker_ips", MISSING),
                      "this node type has no machines and is not the head's type; list its "
                      "worker_ips or remove it")
         high = self.whole(spec, "max_workers", path, len(ips))
@@ -937,14 +585,14 @@ class _Validator:
     # ------------------------------------------------------------ auth and files
 
     def auth(self, value: Any) -> Auth | None:
-        if value is _MISSING:
-            self.bad("auth", _MISSING, "auth.ssh_user is required")
+        if value is MISSING:
+            self.bad("auth", MISSING, "auth.ssh_user is required")
             return None
         auth = self.mapping(value, "auth", honoured=_AUTH_HONOURED, refused=_AUTH_REFUSED)
         if auth is None:
             return None
         if "ssh_user" not in auth:
-            self.bad("auth.ssh_user", _MISSING, "the login user on the machines is required")
+            self.bad("auth.ssh_user", MISSING, "the login user on the machines is required")
             user = None
         else:
             user = self.name(auth["ssh_user"], "auth.ssh_user", _USER_RE, "user name")
@@ -1024,7 +672,7 @@ def _clash(entry: str, clashes: list[tuple[str, str]]) -> str:
 
 def _label_key_ok(key: str) -> bool:
     prefix, slash, name = key.rpartition("/")
-    if slash and (len(prefix) > 253 or not _DNS_NAME_RE.fullmatch(prefix)):
+    if slash and (len(prefix) > 253 or not DNS_NAME_RE.fullmatch(prefix)):
         return False
     return len(name) <= 63 and bool(_LABEL_RE.fullmatch(name))
 

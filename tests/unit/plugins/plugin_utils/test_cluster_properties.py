@@ -3,32 +3,21 @@ and accepts the consistent ones."""
 
 from __future__ import annotations
 
-import importlib.util
 import ipaddress
 import re
-import sys
 from collections import Counter
-from pathlib import Path
 
 import pytest
+from ansible_collections.onprem.ray.plugins.plugin_utils import cluster_validation as validation
+from ansible_collections.onprem.ray.plugins.plugin_utils.cluster_file import (
+    load_cluster_file,
+)
+from ansible_collections.onprem.ray.plugins.plugin_utils.cluster_model import (
+    ClusterConfigError,
+)
+from ansible_collections.onprem.ray.plugins.plugin_utils.cluster_validation import validate
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-REPO = Path(__file__).resolve().parents[2]
-MODULE = REPO / "plugins" / "module_utils" / "cluster_config.py"
-
-
-def _load_by_path():
-    name = "onprem_ray_cluster_config"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, MODULE)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-cc = _load_by_path()
 
 SETTINGS = settings(max_examples=200, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow])
@@ -91,7 +80,7 @@ def expand_oracle(entry: str) -> list[str]:
     """An independent, plain expansion of one accepted worker_ips entry."""
     if "/" in entry:
         return [str(a) for a in ipaddress.ip_network(entry).hosts()]
-    first, _, last = entry.partition("-")
+    first, _dash, last = entry.partition("-")
     if _is_ip(first) and _is_ip(last):
         low, high = ipaddress.ip_address(first), ipaddress.ip_address(last)
         return [str(type(low)(n)) for n in range(int(low), int(high) + 1)]
@@ -140,8 +129,8 @@ def check_invariants(data: dict, cluster) -> None:
 @given(clusters)
 def test_generated_files_never_crash_and_accepted_ones_are_consistent(data):
     try:
-        cluster = cc.validate(data, source="/site/gen.cluster.yml", check_files=False)
-    except cc.ClusterConfigError as err:
+        cluster = validate(data, source="/site/gen.cluster.yml", check_files=False)
+    except ClusterConfigError as err:
         assert err.problems
         assert str(err).startswith("/site/gen.cluster.yml: ")
         return
@@ -152,8 +141,8 @@ def test_generated_files_never_crash_and_accepted_ones_are_consistent(data):
 @given(junk)
 def test_any_data_at_all_gets_an_answer_not_a_crash(data):
     try:
-        cc.validate(data, check_files=False)
-    except cc.ClusterConfigError as err:
+        validate(data, check_files=False)
+    except ClusterConfigError as err:
         assert err.problems
 
 
@@ -163,8 +152,8 @@ def test_any_text_file_gets_an_answer_not_a_crash(tmp_path_factory, text):
     path = tmp_path_factory.mktemp("gen") / "gen.cluster.yml"
     path.write_text(text)
     try:
-        cc.load_cluster_file(str(path), check_files=False)
-    except cc.ClusterConfigError as err:
+        load_cluster_file(str(path), check_files=False)
+    except ClusterConfigError as err:
         assert str(err).startswith(str(path))
 
 
@@ -219,7 +208,7 @@ def consistent_clusters(draw):
 @SETTINGS
 @given(consistent_clusters())
 def test_consistent_files_are_accepted(data):
-    cluster = cc.validate(data, check_files=False)
+    cluster = validate(data, check_files=False)
     check_invariants(data, cluster)
     for name, spec in data["available_node_types"].items():
         node_type = cluster.node_type(name)
@@ -229,7 +218,7 @@ def test_consistent_files_are_accepted(data):
 
 def at(name: str, key: str) -> str:
     """The key path of a node type's key, spelled as the messages spell it."""
-    return cc._child(cc._child("available_node_types", name), key)
+    return validation._child(validation._child("available_node_types", name), key)
 
 
 def _typed(data):
@@ -315,7 +304,7 @@ def test_one_inconsistency_is_always_refused_and_located(data, breakage, drawer)
     where = breakage(data, drawer.draw)  # the key path(s) the problem may be reported at
     if where is None:
         return  # nothing to duplicate in this cluster
-    with pytest.raises(cc.ClusterConfigError) as caught:
-        cc.validate(data, check_files=False)
+    with pytest.raises(ClusterConfigError) as caught:
+        validate(data, check_files=False)
     paths = [problem.path for problem in caught.value.problems]
     assert any(path.startswith(where) for path in paths), (where, paths)
