@@ -9,12 +9,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ansible.plugins.loader import init_plugin_loader
-from ansible.utils.collection_loader import AnsibleCollectionConfig
-
 COLLECTION = Path(__file__).resolve().parents[2]
 
-if AnsibleCollectionConfig.collection_finder is None:
+try:
+    from ansible.utils.collection_loader import AnsibleCollectionConfig
+    LOADER_MISSING = AnsibleCollectionConfig.collection_finder is None
+except ImportError:  # ansible-test's units of modules: only module_utils, its loader in place
+    LOADER_MISSING = False
+
+if LOADER_MISSING:
+    from ansible.plugins.loader import init_plugin_loader
+
     if COLLECTION.parent.parent.name == "ansible_collections":  # a copy, as ansible-test makes
         init_plugin_loader([str(COLLECTION.parents[2])])
     else:

@@ -136,7 +136,7 @@ def collection_dir(name: str) -> str | None:
     else on Python's path (collections installed with pip)."""
     from ansible import constants  # the controller's ansible-core, imported only here
 
-    namespace, _, collection = name.partition(".")
+    namespace, collection = name.partition(".")[::2]
     for root in [*constants.COLLECTIONS_PATHS, *sys.path]:
         path = os.path.join(os.path.expanduser(root), "ansible_collections", namespace, collection)
         if os.path.isdir(path):

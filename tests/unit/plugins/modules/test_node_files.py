@@ -45,8 +45,8 @@ def test_diff_of_a_mode_change_says_so(run_module, tmp_path) -> None:
     target = tmp_path / "f"
     target.write_text("same\n")
     os.chmod(target, 0o644)
-    rc, result = run_module(node_files, {"files": [{"path": str(target), "content": "same\n",
-                                                     "mode": "0600"}]}, diff=True)
+    entry = {"path": str(target), "content": "same\n", "mode": "0600"}
+    rc, result = run_module(node_files, {"files": [entry]}, diff=True)
     assert rc == 0 and result["changed"] and _mode(target) == 0o600
     assert "mode" in result["diff"][0]["before"]
 
@@ -68,8 +68,8 @@ def test_secret_content_is_never_returned(run_module, tmp_path) -> None:
 
 def test_a_directory_in_the_way_names_the_path(run_module, tmp_path) -> None:
     (tmp_path / "start.sh").mkdir()
-    rc, result = run_module(node_files, {"files": [{"path": str(tmp_path / "start.sh"),
-                                                     "content": "x"}]})
+    entry = {"path": str(tmp_path / "start.sh"), "content": "x"}
+    rc, result = run_module(node_files, {"files": [entry]})
     assert rc == 1 and result["failed"]
     assert result["msg"] == f"{tmp_path / 'start.sh'}: is a directory"
 
@@ -83,8 +83,8 @@ def test_a_missing_parent_is_an_os_error_with_the_path(run_module, tmp_path) -> 
 def test_relative_paths_and_bad_modes_are_refused(run_module, tmp_path) -> None:
     rc, result = run_module(node_files, {"files": [{"path": "relative", "content": "x"}]})
     assert rc == 1 and "not an absolute path" in result["msg"]
-    rc, result = run_module(node_files, {"files": [{"path": str(tmp_path / "f"), "content": "x",
-                                                     "mode": "rw"}]})
+    entry = {"path": str(tmp_path / "f"), "content": "x", "mode": "rw"}
+    rc, result = run_module(node_files, {"files": [entry]})
     assert rc == 1 and "not an octal number" in result["msg"]
 
 

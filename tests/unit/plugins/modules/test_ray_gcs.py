@@ -20,6 +20,10 @@ class Clock:
         self.now += seconds
 
 
+def unreachable(client, ip):
+    raise RuntimeError("down")
+
+
 def test_split_address() -> None:
     assert ray_gcs.split_address("10.0.0.1:6379") == ("10.0.0.1", 6379)
     assert ray_gcs.split_address("[fd00::1]:6379") == ("fd00::1", 6379)
@@ -67,7 +71,7 @@ def test_wait_alive_keeps_the_last_error_until_the_node_shows_up() -> None:
                                     sleep=clock.sleep) == ("node", None)
     clock = Clock()
     info, last = ray_node_wait.wait_alive(
-        None, "10.0.0.2", 3, nodes=lambda c, ip: (_ for _ in ()).throw(RuntimeError("down")),
+        None, "10.0.0.2", 3, nodes=unreachable,
         clock=clock, sleep=clock.sleep)
     assert info is None and last == "RuntimeError: down" and 3.0 <= clock.now <= 3.5
 
