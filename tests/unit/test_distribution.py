@@ -55,8 +55,11 @@ def test_the_wheel_holds_the_agent_and_the_installed_collection(wheel):
                  "roles/head/templates/onprem-ray-agent.service.j2",
                  "plugins/inventory/cluster.py"):
         assert COLLECTION + path in names
-    assert {"onprem_ray_agent/cli.py", "onprem_ray_agent/settings.py",
-            "onprem_ray_agent/adapters/runner.py"} <= names
+    # Every module of the agent's package, its subpackages too.
+    package = REPO / "agent" / "onprem_ray_agent"
+    sources = {str(p.relative_to(package.parent)) for p in package.rglob("*.py")}
+    assert len(sources) > 20 and "onprem_ray_agent/policy/__init__.py" in sources
+    assert sources <= names, sorted(sources - names)
     # Only what an installed collection and the agent need.
     kept_out = [n for n in names if n.startswith((COLLECTION + "tests/", "tests/", "bench/"))
                 or "/tests/" in n or n.endswith(".pyc") or "molecule" in n]
