@@ -160,7 +160,7 @@ class StateStore:
             except BaseException:
                 db.close()
                 raise
-        except (sqlite3.Error, OSError) as err:
+        except (sqlite3.Error, OSError, UnicodeDecodeError) as err:  # text that is not UTF-8
             os.close(lock_fd)
             raise _store_error(path, "cannot be opened", err) from err
         except BaseException:
@@ -186,7 +186,7 @@ class StateStore:
             except BaseException:
                 db.close()
                 raise
-        except (sqlite3.Error, OSError) as err:
+        except (sqlite3.Error, OSError, UnicodeDecodeError) as err:  # text that is not UTF-8
             raise _store_error(path, "cannot be read", err) from err
         return cls(db, -1, path)
 
@@ -231,6 +231,8 @@ class StateStore:
         do; other SQLite errors (a programming error, a read-only store) pass unchanged."""
         try:
             yield
+        except UnicodeDecodeError as err:  # a damaged page holding text
+            raise _store_error(self.path, what, err) from err
         except sqlite3.Error as err:
             if _primary_code(err) in (_SQLITE_FULL, _SQLITE_IOERR, _SQLITE_CORRUPT,
                                       _SQLITE_NOTADB):

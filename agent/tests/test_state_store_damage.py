@@ -107,6 +107,8 @@ DAMAGES = {
     "a machine in two unfinished runs": lambda path: raw(
         path, "INSERT INTO runs (request_id, kind, ips, started) "
               "VALUES ('add-3', 'add', '[\"10.0.1.2\"]', 21)"),
+    "text that is not UTF-8": lambda path: raw(
+        path, "UPDATE machines SET reason = CAST(x'80ff' AS TEXT)"),
     "finished run without an outcome": lambda path: raw(
         path, "UPDATE runs SET outcome = NULL WHERE request_id = 'add-1'"),
 }
