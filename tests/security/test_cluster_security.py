@@ -222,10 +222,11 @@ def test_the_dashboard_client_and_metrics_answer_only_on_the_private_address(
 
 
 @pytest.mark.xfail(strict=True, reason=(
-    "Ray 2.60 binds its GCS (6379), the raylet's ports, its metrics agent, the dashboard's "
-    "gRPC port and the autoscaler monitor to 0.0.0.0 whatever --node-ip-address says (seen: "
-    "9 such sockets on the head, 4 on a worker); restricting them needs a change in the "
-    "roles (Ray settings or a firewall), planned after their rework"))
+    "Ray 2.60 binds its GCS (6379), the raylet's ports, its metrics agent, a second port "
+    "of the dashboard's process and the autoscaler monitor to 0.0.0.0 whatever "
+    "--node-ip-address says (seen: 9 such sockets on the head, 4 on a worker); "
+    "restricting them needs a change in the roles (Ray settings or a firewall), planned "
+    "after their rework"))
 @pytest.mark.parametrize("role", ["head", "worker"])
 def test_every_listening_socket_is_on_the_private_address_or_loopback(secured: Secured,
                                                                       role: str) -> None:
