@@ -14,8 +14,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from onprem_ray_agent.adapters.ray_state import RaySnapshot, RayUnavailable
+from onprem_ray_agent.adapters.ray_state import RayUnavailable
 from onprem_ray_agent.loop import RayState
 from onprem_ray_agent.model import Config, Machine, MachineState, ip_sort_key
 from onprem_ray_agent.store import StateStore, StoreError
@@ -33,10 +34,16 @@ class Rebuilt:
     outside: tuple[str, ...]  # ALIVE in Ray, neither the head nor in the inventory
 
 
-def records_from(config: Config, snapshot: RaySnapshot, now: float,
+def _alive(node: Any) -> bool:
+    """ALIVE in Ray, whether the snapshot's nodes carry `alive` or a `state`."""
+    state = getattr(node, "state", None)
+    return bool(node.alive) if state is None else str(state) == "ALIVE"
+
+
+def records_from(config: Config, snapshot: Any, now: float,
                  ) -> tuple[tuple[Machine, ...], tuple[str, ...]]:
     """The records of a rebuilt store, and the workers Ray lists that the inventory lacks."""
-    alive = {node.ip for node in snapshot.nodes if node.alive}
+    alive = {node.ip for node in snapshot.nodes if _alive(node)}
     machines = []
     pool = set()
     for node_type in config.node_types:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from decide_fixtures import ip
-from loop_fakes import FakeRay, FakeRunner
+from loop_fakes import FakeRay, FakeRunner, _node
 
 from onprem_ray_agent.config import load_config
 from onprem_ray_agent.loop import Agent
@@ -165,9 +165,7 @@ def test_rebuild_state_makes_alive_workers_active_and_the_others_spares(tmp_path
     ray = FakeRay()
     ray.alive("cpu", 1, busy=True)
     ray.alive("cpu", 3, busy=True)
-    ray.nodes["10.9.9.9"] = ray.nodes[CPU[0]].__class__(
-        node_id="stray", ip="10.9.9.9", alive=True, is_head=False, total={}, available={},
-        idle_s=0.0)
+    ray.nodes["10.9.9.9"] = _node("10.9.9.9", {"CPU": 4}, 0.0, True)
     assert rebuild(tmp_path, cluster_file, ray) == 0
     with StateStore.open(path) as store:
         records = store.machines()
