@@ -165,7 +165,7 @@ def test_rebuild_state_makes_alive_workers_active_and_the_others_spares(tmp_path
     ray = FakeRay()
     ray.alive("cpu", 1, busy=True)
     ray.alive("cpu", 3, busy=True)
-    ray.nodes["10.9.9.9"] = _node("10.9.9.9", {"CPU": 4}, 0.0, True)
+    ray.nodes["10.9.9.9"] = _node("10.9.9.9", {}, 0.0, True)
     assert rebuild(tmp_path, cluster_file, ray) == 0
     with StateStore.open(path) as store:
         records = store.machines()
