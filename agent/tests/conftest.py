@@ -3,7 +3,6 @@ run from the repository root (`python -m pytest agent/tests`) without installing
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -14,13 +13,4 @@ for directory in (TESTS_DIR, AGENT_DIR):
     if str(directory) not in sys.path:
         sys.path.insert(0, str(directory))
 
-# Hypothesis profiles: "ci" (the default: derandomized, so a run is repeatable, with enough
-# examples for each property to reach both of its sides) and "dev" (fewer examples, random).
-# HYPOTHESIS_PROFILE=dev picks the other.
-from hypothesis import HealthCheck, settings  # noqa: E402
-
-settings.register_profile("ci", max_examples=200, deadline=None, derandomize=True,
-                          suppress_health_check=[HealthCheck.too_slow], print_blob=True)
-settings.register_profile("dev", max_examples=60, deadline=None,
-                          suppress_health_check=[HealthCheck.too_slow])
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+# Hypothesis profiles: the repository's conftest.py.
