@@ -9,7 +9,6 @@ import logging
 import os
 import sqlite3
 import subprocess
-import textwrap
 import time
 from pathlib import Path
 
@@ -31,26 +30,6 @@ from onprem_ray_agent.store import (
 )
 
 CPU = [ip("cpu", i) for i in (1, 2, 3)]
-CLUSTER = """
-    plugin: onprem.ray.cluster
-    provider: {type: local, head_ip: 10.0.0.1}
-    auth: {ssh_user: ops}
-    head_node_type: head
-    available_node_types:
-      head: {resources: {CPU: 0}}
-      cpu:
-        worker_ips: [10.0.1.1-10.0.1.3]
-        resources: {CPU: 4}
-"""
-
-
-@pytest.fixture
-def cluster_file(tmp_path) -> Path:
-    path = tmp_path / "cluster.yml"
-    path.write_text(textwrap.dedent(CLUSTER))
-    return path
-
-
 def healthy_store(state_dir: Path) -> Path:
     """A store an agent wrote: 3 machines, one active in a finished run, one joining."""
     path = state_dir / "state.db"
