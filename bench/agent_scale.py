@@ -35,12 +35,20 @@ from types import MappingProxyType
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "agent"))
 
-from onprem_ray_agent.adapters import ray_state  # noqa: E402
 from onprem_ray_agent.adapters.runner import OK, RunResult  # noqa: E402
 from onprem_ray_agent.history import HistoryRecorder  # noqa: E402
 from onprem_ray_agent.loop import Agent  # noqa: E402
 from onprem_ray_agent.metrics import AgentMetrics  # noqa: E402
-from onprem_ray_agent.model import Config, NodeType  # noqa: E402
+from onprem_ray_agent.model import (  # noqa: E402
+    BundleDemand,
+    Config,
+    DemandSnapshot,
+    NodeType,
+    PlacementGroupDemand,
+    PlacementStrategy,
+    RayNode,
+    RayNodeState,
+)
 from onprem_ray_agent.status import collect_status, render, write_status_file  # noqa: E402
 
 HEAD = "10.255.255.1"
@@ -56,10 +64,10 @@ def _frozen(values: dict) -> MappingProxyType:
     return MappingProxyType(dict(values))
 
 
-def _node(ip: str, total: dict, busy: bool, idle_s: float) -> ray_state.RayNode:
+def _node(ip: str, total: dict, busy: bool, idle_s: float) -> RayNode:
     free = {k: (v / 4 if busy else v) for k, v in total.items()}
-    return ray_state.RayNode(node_id=f"id-{ip}", ip=ip, alive=True, is_head=ip == HEAD,
-                             total=_frozen(total), available=_frozen(free), idle_s=idle_s)
+    return RayNode(ip=ip, state=RayNodeState.ALIVE, node_id=f"id-{ip}", is_head=ip == HEAD,
+                   total=_frozen(total), available=_frozen(free), idle_s=idle_s)
 
 
 class FakeRay:
@@ -72,20 +80,17 @@ class FakeRay:
         bundles = [({"CPU": 1.0}, 5 * machines), ({"CPU": 4.0, "memory": 200.0 * GIB},
                                                    machines // 5),
                    ({"CPU": 4.0, "GPU": 1.0}, machines // 10)]
-        self.pending = tuple(ray_state.Bundles(_frozen(shape), count)
-                             for shape, count in bundles)
-        self.groups = tuple(ray_state.PlacementGroupDemand(
-            f"pg{i}", "STRICT_SPREAD", (ray_state.Bundles(_frozen({"GPU": 8.0}), 2),))
+        self.pending = tuple(BundleDemand(_frozen(shape), count) for shape, count in bundles)
+        self.groups = tuple(PlacementGroupDemand(
+            f"pg{i}", PlacementStrategy.STRICT_SPREAD, (_frozen({"GPU": 8.0}),) * 2)
             for i in range(5))
 
     def alive(self, ip: str, busy: bool, idle_s: float = 0.0) -> None:
         self.nodes[ip] = _node(ip, self.resources[ip], busy, idle_s)
 
-    def snapshot(self) -> ray_state.RaySnapshot:
-        return ray_state.RaySnapshot(nodes=tuple(self.nodes.values()),
-                                     task_actor_demand=self.pending,
-                                     placement_groups=self.groups, constraints=(),
-                                     query_s=0.0)
+    def snapshot(self) -> DemandSnapshot:
+        return DemandSnapshot(pending=self.pending, placement_groups=self.groups,
+                              nodes=tuple(self.nodes.values()))
 
 
 class FakeRunner:

@@ -90,6 +90,10 @@ class Cluster:
 
 
 def recap(output: str) -> dict[str, dict[str, int]]:
+    """The PLAY RECAP's counts by host; an output without one is an error, so that a check of
+    every host's counts cannot pass on an empty parse."""
+    if not RECAP.search(output):
+        raise AssertionError(f"no PLAY RECAP in the playbook's output:\n{output[-3000:]}")
     return {host: {"ok": int(ok), "changed": int(changed), "unreachable": int(unreachable),
                    "failed": int(failed)}
             for host, ok, changed, unreachable, failed in RECAP.findall(output)}

@@ -39,7 +39,7 @@ def _run(args: argparse.Namespace) -> int:
         gcs_address=args.gcs_address, interval_s=args.interval, once=args.once,
         settings_file=Path(args.settings) if args.settings else None,
         dry_run=args.dry_run, metrics_address=args.metrics_address,
-        metrics_port=args.metrics_port))
+        metrics_port=args.metrics_port, rebuild_state=args.rebuild_state))
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -129,6 +129,11 @@ def build_parser() -> argparse.ArgumentParser:
                           "from the cluster file)")
     run.add_argument("--metrics-port", type=int, default=DEFAULT_PORT, metavar="PORT",
                      help=f"port of the metrics endpoint, 0 for none (default {DEFAULT_PORT})")
+    run.add_argument("--rebuild-state", action="store_true",
+                     help="replace a damaged state store with one rebuilt from Ray and the "
+                          "cluster file (workers ALIVE in Ray active, the others spares; "
+                          "backoffs and quarantines are forgotten), then exit; the agent "
+                          "must be stopped")
     run.add_argument("--log-level", default="INFO",
                      choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     run.set_defaults(handler=_run)

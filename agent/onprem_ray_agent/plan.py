@@ -19,6 +19,8 @@ def load(path: str | Path) -> PlanInput:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except OSError as err:
         raise FormatError(f"{path}: {err.strerror or err}") from None
+    except UnicodeDecodeError as err:
+        raise FormatError(f"{path}: not UTF-8 text: {err.reason} at byte {err.start}") from None
     except json.JSONDecodeError as err:
         raise FormatError(f"{path}: not JSON: {err}") from None
     try:

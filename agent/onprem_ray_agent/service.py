@@ -27,7 +27,7 @@ from onprem_ray_agent.loop import RETIRE_STOP_MARGIN_S, Agent, IterationReport, 
 from onprem_ray_agent.metrics import DEFAULT_PORT, AgentMetrics
 from onprem_ray_agent.settings import Settings, SettingsError, load_settings
 from onprem_ray_agent.status import write_status_file
-from onprem_ray_agent.store import StateStore, StoreError
+from onprem_ray_agent.store import StateStore, StoreDamaged, StoreError
 
 log = logging.getLogger("onprem_ray_agent")
 
@@ -46,6 +46,7 @@ class Options:
     dry_run: bool = False
     metrics_address: str | None = None  # None: the head's address from the cluster file
     metrics_port: int = DEFAULT_PORT  # 0: no metrics endpoint
+    rebuild_state: bool = False  # rebuild the state store from Ray and the inventory, exit
 
 
 class Signals:
@@ -153,10 +154,18 @@ def run(options: Options, *, signals: Signals | None = None, ray: RayState | Non
     except (ConfigError, SettingsError) as err:
         log.error("%s", err)
         return 2
+    if options.rebuild_state:
+        from onprem_ray_agent.rebuild import rebuild_command
+
+        return rebuild_command(options.state_dir / STATE_DB, loaded.config,
+                               ray or GcsRayState(options.gcs_address), echo)
     try:
         with _store(options) as store:
             return _serve(options, loaded, settings, store, signals, ray, runner, echo)
-    except StoreError as err:  # another agent holds the store, or it cannot be read
+    except StoreDamaged as err:  # refuses to act until rebuilt (the message says how)
+        log.error("%s", err)
+        return 4
+    except StoreError as err:  # another agent holds the store, it cannot be read, disk full
         log.error("%s", err)
         return 3
 
@@ -195,6 +204,10 @@ def _serve(options: Options, loaded: LoadedConfig, settings: Settings, store: St
                     runner.set_pool(loaded.pool, loaded.path, loaded.hostvars_of_leaving)
             try:
                 report = agent.iterate(time.time())
+            except StoreError:  # nothing can be recorded: act on nothing more, exit
+                if runner is not None:  # their ends are read back from the artifacts later
+                    runner.cancel_all()
+                raise
             except Exception:  # the next iteration starts from the store and Ray again
                 log.exception("iteration failed")
             else:

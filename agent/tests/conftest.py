@@ -3,9 +3,10 @@ run from the repository root (`python -m pytest agent/tests`) without installing
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
+
+import pytest
 
 TESTS_DIR = Path(__file__).resolve().parent
 AGENT_DIR = TESTS_DIR.parent
@@ -14,13 +15,24 @@ for directory in (TESTS_DIR, AGENT_DIR):
     if str(directory) not in sys.path:
         sys.path.insert(0, str(directory))
 
-# Hypothesis profiles: "ci" (the default: derandomized, so a run is repeatable, with enough
-# examples for each property to reach both of its sides) and "dev" (fewer examples, random).
-# HYPOTHESIS_PROFILE=dev picks the other.
-from hypothesis import HealthCheck, settings  # noqa: E402
+# Hypothesis profiles: the repository's conftest.py.
 
-settings.register_profile("ci", max_examples=200, deadline=None, derandomize=True,
-                          suppress_health_check=[HealthCheck.too_slow], print_blob=True)
-settings.register_profile("dev", max_examples=60, deadline=None,
-                          suppress_health_check=[HealthCheck.too_slow])
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+# The smallest cluster file the agent's own tests load: a head and three CPU workers.
+SMALL_CLUSTER = """\
+plugin: onprem.ray.cluster
+provider: {type: local, head_ip: 10.0.0.1}
+auth: {ssh_user: ops}
+head_node_type: head
+available_node_types:
+  head: {resources: {CPU: 0}}
+  cpu:
+    worker_ips: [10.0.1.1-10.0.1.3]
+    resources: {CPU: 4}
+"""
+
+
+@pytest.fixture
+def cluster_file(tmp_path: Path) -> Path:
+    path = tmp_path / "cluster.yml"
+    path.write_text(SMALL_CLUSTER)
+    return path

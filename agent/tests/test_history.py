@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -143,22 +142,10 @@ def test_a_line_cut_short_by_a_crash_is_skipped(tmp_path):
     assert export(tmp_path, tmp_path / "t.jsonl").tasks == 1
 
 
-def test_the_running_agent_records_its_history(tmp_path):
-    cluster = tmp_path / "cluster.yml"
-    cluster.write_text(textwrap.dedent("""
-        plugin: onprem.ray.cluster
-        provider: {type: local, head_ip: 10.0.0.1}
-        auth: {ssh_user: ops}
-        head_node_type: head
-        available_node_types:
-          head: {resources: {CPU: 0}}
-          cpu:
-            worker_ips: [10.0.1.1-10.0.1.3]
-            resources: {CPU: 4}
-    """))
+def test_the_running_agent_records_its_history(tmp_path, cluster_file):
     ray = FakeRay()
     ray.want(2, GPU=1)  # fits no machine: recorded as pending, and no run to wait for
-    options = Options(cluster_file=cluster, state_dir=tmp_path / "state",
+    options = Options(cluster_file=cluster_file, state_dir=tmp_path / "state",
                       gcs_address="127.0.0.1:1", once=True, metrics_port=0)
     assert run(options, signals=Signals(), ray=ray,
                runner=FakeRunner(pool=frozenset({"10.0.1.1", "10.0.1.2", "10.0.1.3"}))) == 0

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -68,6 +69,19 @@ for i in sys.argv[2:]:
         pass
 """
 ALL = [str(i) for i in range(5)]
+# How each node Ray saw end died, latest first per address: a drain by the agent reads
+# AUTOSCALER_DRAIN_IDLE or AUTOSCALER_DRAIN_PREEMPTED, a plain stop EXPECTED_TERMINATION.
+DEATHS = """
+import json, sys
+from ray._raylet import GcsClient
+from ray.core.generated import common_pb2, gcs_pb2
+nodes = GcsClient(address=sys.argv[1]).get_all_node_info(timeout=10).values()
+dead = sorted((n for n in nodes if n.state == gcs_pb2.GcsNodeInfo.DEAD),
+              key=lambda n: -n.end_time_ms)
+print(json.dumps([{"ip": n.node_manager_address, "end_ms": n.end_time_ms,
+                   "reason": common_pb2.NodeDeathInfo.Reason.Name(n.death_info.reason),
+                   "message": n.death_info.reason_message} for n in dead]))
+"""
 
 
 @dataclass
@@ -96,9 +110,19 @@ class Autoscaled:
     def states(self) -> dict[str, str]:
         return {m["ip"]: m["state"] for m in self.status()["machines"]}
 
-    def journal(self) -> str:
+    def journal(self, since: str = "") -> str:
+        """The agent's log, from `since` (the head's `date +%s`) when given."""
+        after = ["--since", f"@{since}"] if since else []
         return self.ssh("sudo", "journalctl", "-u", "onprem-ray-agent", "--no-pager",
-                        "-o", "cat").stdout
+                        "-o", "cat", *after).stdout
+
+    def now(self) -> str:
+        return self.ssh("date", "+%s").stdout.strip()
+
+    def death(self, ip: str) -> dict[str, Any]:
+        """How Ray recorded the end of the latest node at `ip`."""
+        deaths = json.loads(self.ray(DEATHS))
+        return next(d for d in deaths if d["ip"] == ip)
 
     def wait(self, what: str, check: Callable[[], bool], timeout: float) -> float:
         started = time.monotonic()
@@ -137,7 +161,9 @@ def scaled(pool: pools.Pool, tmp_path_factory: pytest.TempPathFactory) -> Iterat
                  check=False)
     result = cluster.playbook("up", "-e", "ray_up_workers=min", "-e", "head_agent_enabled=true",
                               "-e", "head_agent_interval=1")
-    assert all(r["failed"] == 0 for r in recap(result.stdout).values())
+    counts = recap(result.stdout)
+    assert set(counts) == {m.ip for m in pool.machines}, counts
+    assert all(r["failed"] == 0 and r["unreachable"] == 0 for r in counts.values()), counts
     network = ipaddress.ip_network(pool.subnet)
     made = Autoscaled(cluster=cluster, unreachable=str(network.network_address + 5))
     made.wait("only the head ALIVE", lambda: made.workers_alive() == set(), timeout=120)
@@ -208,24 +234,38 @@ def test_removing_an_active_worker_from_the_inventory_drains_and_retires_it(
     scaled.wait(f"{leaving} forgotten", lambda: leaving not in scaled.states(), timeout=60)
     machine = next(m for m in scaled.cluster.pool.workers if m.ip == leaving)
     assert scaled.cluster.unit(machine)["ActiveState"] == "inactive"
+    # Drained through Ray (a plain stop of the unit would read EXPECTED_TERMINATION).
+    assert scaled.death(leaving)["reason"] == "AUTOSCALER_DRAIN_PREEMPTED", \
+        scaled.death(leaving)
     scaled.edit_cluster_file(lambda ips: sorted([*ips, leaving]))
 
 
 def test_idle_workers_retire_after_the_idle_timeout(scaled: Autoscaled) -> None:
+    since = scaled.now()
+    busy = scaled.workers_alive()
+    assert busy, "the earlier tests left no worker running"
+    busy_until = time.monotonic()  # the workers cannot turn idle before the kill is sent
     scaled.ray(KILL_ACTORS, *ALL)
-    took = scaled.wait("every worker retired", lambda: scaled.workers_alive() == set(),
-                       timeout=IDLE_TIMEOUT_MINUTES * 60 + 180)
+    scaled.wait("every worker retired", lambda: scaled.workers_alive() == set(),
+                timeout=IDLE_TIMEOUT_MINUTES * 60 + 180)
+    took = time.monotonic() - busy_until
     print(f"\nactors killed -> workers gone from Ray: {took:.1f} s "
           f"(idle timeout {IDLE_TIMEOUT_MINUTES * 60:.0f} s)")
+    # Not before the idle timeout, counted from before the kill (so no slack is needed).
+    assert took >= IDLE_TIMEOUT_MINUTES * 60, took
     scaled.wait("every machine spare",
                 lambda: set(scaled.states().values()) == {"spare"}, timeout=60)
-    assert "retire" in scaled.journal()
+    log = scaled.journal(since)
+    for ip in busy:  # each retired for being idle, in this test, drained as idle
+        assert re.search(rf"^\S+ \S+ INFO retire [^(]*\b{re.escape(ip)}\b[^(]*\(idle_expired\)",
+                         log, re.MULTILINE), log[-3000:]
+        assert scaled.death(ip)["reason"] == "AUTOSCALER_DRAIN_IDLE", scaled.death(ip)
 
 
 def test_the_agent_killed_during_an_add_restarts_and_reconciles(scaled: Autoscaled) -> None:
     """SIGKILL in the middle of add_workers: systemd starts the agent again, which records the
     run it lost, fails or adopts its machine against Ray, and still gets the demand a worker."""
-    since = scaled.ssh("date", "+%s").stdout.strip()
+    since = scaled.now()
     scaled.ray(CREATE_ACTORS, "3")  # one more CPU than the head has
 
     def add_started() -> str:
@@ -243,10 +283,13 @@ def test_the_agent_killed_during_an_add_restarts_and_reconciles(scaled: Autoscal
                 timeout=120)
     status = scaled.status()
     run = next(r for r in status["recent_runs"] if r["request_id"] == killed)
-    assert run["finished"] is not None, run  # recorded, as lost or as it ended
+    # Lost: the kill landed while the playbook ran (a run that ended first reads its outcome).
+    assert run["outcome"] == "lost", run
+    assert re.search(rf"run {killed} \(add on .*recorded as lost", scaled.journal(since)), \
+        scaled.journal(since)[-3000:]
     assert status["running"] == [] or all(r["request_id"] != killed for r in status["running"])
-    states = scaled.states()
-    assert all(states[ip] == "active" for ip in scaled.workers_alive()), states
+    states, alive = scaled.states(), scaled.workers_alive()
+    assert alive and all(states[ip] == "active" for ip in alive), (states, alive)
     restarts = scaled.ssh("systemctl", "show", "-p", "NRestarts", "--value",
                           "onprem-ray-agent.service").stdout.strip()
     assert int(restarts) >= 1

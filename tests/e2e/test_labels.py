@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from tests.cluster import Cluster, recap
-from tests.e2e.test_autoscaling import Autoscaled
+from tests.e2e.test_autoscaling import STATE_DIR, Autoscaled
 from tests.pool import pool as pools
 from tests.pool.wheelhouse import ensure_wheelhouse
 
@@ -50,7 +50,7 @@ except ValueError:
 
 @pytest.fixture(scope="module")
 def labelled(pool: pools.Pool, tmp_path_factory: pytest.TempPathFactory
-             ) -> Iterator[tuple[Autoscaled, list[str], str]]:
+             ) -> Iterator[tuple[Autoscaled, list[str], str, str]]:
     general = [m.ip for m in pool.workers[:2]]
     special = pool.workers[2].ip
     source = yaml.safe_load(pool.inventory.read_text())
@@ -68,19 +68,24 @@ def labelled(pool: pools.Pool, tmp_path_factory: pytest.TempPathFactory
     for machine in pool.workers:  # start from no worker running
         pool.ssh(machine, "sudo", "systemctl", "disable", "--now", "onprem-ray.service",
                  check=False)
+    # ... and from an agent that remembers nothing: earlier tests on this pool leave records
+    # (a failed add, a backoff) that are theirs, not this test's.
+    pool.ssh(pool.head, "sudo", "systemctl", "stop", "onprem-ray-agent.service", check=False)
+    pool.ssh(pool.head, "sudo", "rm", "-f", f"{STATE_DIR}/state.db", f"{STATE_DIR}/state.db-wal",
+             f"{STATE_DIR}/state.db-shm", check=False)
     # A busy host can take long to set up four machines: a generous limit for `up`.
     result = cluster.playbook("up", "-e", "ray_up_workers=min", "-e", "head_agent_enabled=true",
                               "-e", "head_agent_interval=1", timeout=1800)
     assert all(r["failed"] == 0 for r in recap(result.stdout).values())
     made = Autoscaled(cluster=cluster, unreachable="")
     made.wait("only the head ALIVE", lambda: made.workers_alive() == set(), timeout=120)
-    yield made, general, special
+    yield made, general, special, made.now()
     made.ray(KILL, timeout=120)
     made.ssh("sudo", "systemctl", "disable", "--now", "onprem-ray-agent.service")
 
 
 def test_a_task_selecting_a_label_gets_a_machine_of_that_type_only(labelled) -> None:
-    scaled, general, special = labelled
+    scaled, general, special, since = labelled
     scaled.ray(CREATE_SELECTIVE_ACTOR)  # the head has free CPUs, but not the label
     scaled.wait("a worker ALIVE", lambda: bool(scaled.workers_alive()), timeout=240)
     assert scaled.workers_alive() == {special}
@@ -89,10 +94,11 @@ def test_a_task_selecting_a_label_gets_a_machine_of_that_type_only(labelled) -> 
     assert scaled.workers_alive() == {special}
     states = scaled.states()
     assert states[special] == "active" and all(states[ip] == "spare" for ip in general), states
-    status = json.loads(scaled.ssh("onprem-ray-agent", "status", "--state-dir",
-                                   "/var/lib/onprem-ray/agent", "--json").stdout)
+    status = json.loads(scaled.ssh("onprem-ray-agent", "status", "--state-dir", STATE_DIR,
+                                   "--json").stdout)
     labels = {n["ip"]: n["labels"] for n in status["next"]["demand"]["nodes"]}
     assert labels[special].get("tier") == "special"
-    added = [line for line in scaled.journal().splitlines() if "(add_requested)" in line]
+    added = [line for line in scaled.journal(since).splitlines()
+             if "(add_requested)" in line]
     assert added and all(special in line and "with labels {tier=special}" in line
                          for line in added), added

@@ -41,6 +41,12 @@ _SAFE_HOST = re.compile(r"[A-Za-z0-9][A-Za-z0-9.:-]*")
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")  # Ansible's colours, in the saved stdout
 
 
+def _departed_host(name: str) -> bool:
+    """A name from the state store that may reach --limit of a one-run inventory: an address
+    or a dotted DNS name, never a word Ansible reads as a group (`all`, `ray_workers` ...)."""
+    return bool(_SAFE_HOST.fullmatch(name)) and ("." in name or ":" in name)
+
+
 class PoolViolation(ValueError):
     """A run was asked for a host the adapter must not act on."""
 
@@ -158,7 +164,7 @@ class AnsibleRunner:
         running Ray. False when there is no way to (then it is never named in a run)."""
         if ip in self.pool:
             return True
-        if self.leaving_hostvars is None or not _SAFE_HOST.fullmatch(ip):
+        if self.leaving_hostvars is None or not _departed_host(ip):
             return False
         try:
             hostvars = dict(self.leaving_hostvars(ip, node_type))

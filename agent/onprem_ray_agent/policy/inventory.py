@@ -26,6 +26,11 @@ def follow_inventory(ctx: Context) -> None:
             ctx.act(Phase.FORGET, ActionKind.FORGET, Event.REMOVED_FROM_INVENTORY,
                     machine.node_type, ip, why)
             continue
+        # An address that left the inventory is acted on only while Ray lists it as a node of
+        # this cluster: a record alone (a crafted or stale store) never sends a run anywhere.
+        if wanted is None and ip not in ctx.alive and machine.state == S.ACTIVE:
+            ctx.notes.append(f"{ip} {why}; not ALIVE in Ray: retired once Ray lists it")
+            continue
         ctx.leaving.add(ip)
         if machine.state == S.ACTIVE and ctx.head_alive:
             ctx.current[ip] = transitions.apply(machine, Event.DRAIN_REQUESTED, ctx.now,

@@ -101,7 +101,7 @@ def test_an_idle_head_is_one_alive_head_node(ray_head) -> None:
     assert not any(name.startswith("node:") for name in head.total)
     assert head.idle_s >= 0
     assert snap.pending == () and snap.placement_groups == ()
-    assert 0 < ray.last_query_s < 2
+    assert ray.last_query_s > 0  # measured; its speed is bench/ray_state_query.py's question
 
 
 def test_pending_actors_placement_groups_and_constraints_are_reported(ray_head) -> None:

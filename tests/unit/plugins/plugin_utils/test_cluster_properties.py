@@ -1,5 +1,9 @@
 """Generated cluster files: validation never crashes, never accepts an inconsistent file,
-and accepts the consistent ones."""
+and accepts the consistent ones.
+
+The generators reach both sides: each property counts its accepted and refused files
+(`hypothesis.event`, shown by --hypothesis-show-statistics) and asserts a floor on each.
+"""
 
 from __future__ import annotations
 
@@ -16,11 +20,12 @@ from ansible_collections.onprem.ray.plugins.plugin_utils.cluster_model import (
     ClusterConfigError,
 )
 from ansible_collections.onprem.ray.plugins.plugin_utils.cluster_validation import validate
-from hypothesis import HealthCheck, given, settings
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-SETTINGS = settings(max_examples=200, deadline=None,
-                    suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings()  # the profile of the root conftest.py (dev or ci)
+# The least share of examples that must land on each side of a property.
+FLOOR = 0.2
 HEAD = "10.255.0.1"
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 SAFE_ADDRESS = re.compile(r"[A-Za-z0-9.:-]+")
@@ -80,7 +85,7 @@ def expand_oracle(entry: str) -> list[str]:
     """An independent, plain expansion of one accepted worker_ips entry."""
     if "/" in entry:
         return [str(a) for a in ipaddress.ip_network(entry).hosts()]
-    first, _dash, last = entry.partition("-")
+    first, _, last = entry.partition("-")
     if _is_ip(first) and _is_ip(last):
         low, high = ipaddress.ip_address(first), ipaddress.ip_address(last)
         return [str(type(low)(n)) for n in range(int(low), int(high) + 1)]
@@ -125,16 +130,56 @@ def check_invariants(data: dict, cluster) -> None:
     assert Counter(cluster.worker_ips) == expected
 
 
+def both_sides(property_test, outcomes: Counter) -> None:
+    """Run a property, then check that its examples reached both sides (and say how often)."""
+    outcomes.clear()
+    property_test()
+    total = sum(outcomes.values())
+    print(f"\n{property_test.__name__}: {total} inputs, {dict(outcomes)}")
+    for side in ("accepted", "refused"):
+        assert outcomes[side] >= FLOOR * total, (side, dict(outcomes))
+
+
+@st.composite
+def mixed_clusters(draw):
+    """A consistent file, half of the time with one key taken from the wide generator (at the
+    top level or in a node type): the two sides of "accepted files are consistent"."""
+    data = draw(consistent_clusters())
+    if draw(st.booleans()):
+        if draw(st.booleans()):
+            wide = draw(clusters)
+            key = draw(st.sampled_from(sorted(wide)))
+            data[key] = wide[key]
+        else:
+            spec = data["available_node_types"][draw(st.sampled_from(
+                sorted(data["available_node_types"])))]
+            wide = draw(node_types.filter(bool))
+            key = draw(st.sampled_from(sorted(wide)))
+            spec[key] = wide[key]
+    return data
+
+
+GENERATED: Counter = Counter()
+
+
 @SETTINGS
-@given(clusters)
-def test_generated_files_never_crash_and_accepted_ones_are_consistent(data):
+@given(st.one_of(mixed_clusters(), clusters))
+def generated_files(data):
     try:
         cluster = validate(data, source="/site/gen.cluster.yml", check_files=False)
     except ClusterConfigError as err:
         assert err.problems
         assert str(err).startswith("/site/gen.cluster.yml: ")
+        event("refused")
+        GENERATED["refused"] += 1
         return
+    event("accepted")
+    GENERATED["accepted"] += 1
     check_invariants(data, cluster)
+
+
+def test_generated_files_never_crash_and_accepted_ones_are_consistent():
+    both_sides(generated_files, GENERATED)
 
 
 @SETTINGS

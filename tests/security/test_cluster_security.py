@@ -1,0 +1,305 @@
+"""Security of a cluster that `up` made on the local test pool, checked from outside:
+
+- a client without the cluster's token (or with a wrong one) is refused by the GCS, the
+  dashboard and the client port, while the same request with the token is served;
+- every listening socket of the head and of a worker is on the node's private address or on
+  loopback (sshd aside): the dashboard, the client server and the agent's metrics answer only
+  on the configured private address;
+- every file that holds the token or a private key is 0600 (or stricter) and owned by the user
+  that needs it, on every node;
+- the token appears in no encoding (raw, base64, JSON-escaped) in the agent's status, its
+  metrics or its playbook runs' artifacts on disk.
+
+The head and 3 workers; min_workers 1 with an idle timeout of 15 s, so that the agent (under
+systemd on the head) retires the 2 idle workers it does not need: its retire runs leave the
+artifacts checked here, and one worker keeps running for the socket listing.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+import yaml
+
+from tests.cluster import AUTH_FILE, GCS_PORT, RAY_ENV, Cluster, recap
+from tests.pool import pool as pools
+from tests.pool.wheelhouse import ensure_wheelhouse
+
+pytestmark = pytest.mark.pool
+
+PYTHON = "/opt/ray/venv/bin/python"
+DASHBOARD_PORT, CLIENT_PORT, AGENT_METRICS_PORT = 8265, 10001, 9480
+STATE_DIR = "/var/lib/onprem-ray/agent"
+# Where the roles and the agent write files on a node: searched for the token and private
+# keys (not Ray's virtual environment, whose packages carry example keys of their own).
+SECRET_DIRS = ["/etc", "/home", "/root", "/var/lib/onprem-ray", "/tmp"]
+# A GCS call, with the token settings the environment gives (or none).
+GCS_CALL = """
+import sys
+from ray._raylet import GcsClient
+nodes = GcsClient(address=sys.argv[1]).get_all_node_info(timeout=10)
+print("served", len(nodes))
+"""
+# A Ray client session through the client server's port.
+CLIENT_CALL = """
+import sys, ray
+ray.init(f"ray://{sys.argv[1]}", logging_level="ERROR")
+print("served", ray.get(ray.put(41)) + 1)
+"""
+# An HTTP GET, with an optional bearer token: prints the status code.
+HTTP_GET = """
+import sys, urllib.error, urllib.request
+request = urllib.request.Request(sys.argv[1])
+if len(sys.argv) > 2:
+    request.add_header("Authorization", "Bearer " + open(sys.argv[2]).read().strip())
+try:
+    print(urllib.request.urlopen(request, timeout=10).status)
+except urllib.error.HTTPError as err:
+    print(err.code)
+"""
+
+
+@dataclass
+class Secured:
+    cluster: Cluster
+    token: str
+
+    @property
+    def pool(self) -> pools.Pool:
+        return self.cluster.pool
+
+    @property
+    def head(self) -> pools.Machine:
+        return self.pool.head
+
+    def run(self, machine: pools.Machine, *remote: str, timeout: float = 120
+            ) -> subprocess.CompletedProcess[str]:
+        return self.pool.ssh(machine, *remote, check=False, timeout=timeout)
+
+    def encodings(self) -> dict[str, str]:
+        """Every form the token can take in text: raw, base64 (slurp), JSON-escaped."""
+        raw = self.token
+        forms = {"raw": raw, "base64": base64.b64encode(raw.encode()).decode(),
+                 "base64 of the file": base64.b64encode((raw + "\n").encode()).decode(),
+                 "json": json.dumps(raw)[1:-1]}
+        # base64 of the token inside a longer text starts at any of 3 offsets: its middle
+        # part is the same whatever came before, so look for that.
+        for shift in (1, 2):
+            encoded = base64.b64encode(b"x" * shift + raw.encode()).decode()
+            forms[f"base64 at offset {shift}"] = encoded[4:-4]
+        return forms
+
+    def leaks(self, text: str) -> list[str]:
+        return [name for name, form in self.encodings().items() if form in text]
+
+
+@pytest.fixture(scope="module")
+def secured(pool: pools.Pool, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
+    assert len(pool.workers) >= 3, "these tests need a head and 3 workers (POOL_MACHINES=4)"
+    source = yaml.safe_load(pool.inventory.read_text())
+    source.update(min_workers=1, max_workers=len(pool.workers), idle_timeout_minutes=0.25)
+    inventory = tmp_path_factory.mktemp("secured") / "cluster.yml"
+    inventory.write_text(yaml.safe_dump(source, sort_keys=False))
+    cluster = Cluster(pool=pool, wheelhouse=ensure_wheelhouse(), inventory=inventory)
+    result = cluster.playbook("up", "-e", "ray_up_workers=all", "-e", "head_agent_enabled=true",
+                              "-e", "head_agent_interval=1", timeout=1800)
+    counts = recap(result.stdout)
+    assert set(counts) == {m.ip for m in pool.machines}, counts
+    assert all(c["failed"] == 0 and c["unreachable"] == 0 for c in counts.values()), counts
+    token = pool.ssh(pool.head, "sudo", "cat", AUTH_FILE).stdout.strip()
+    assert len(token) >= 32
+    # The agent retires the idle workers beyond min_workers 1: its runs leave artifacts.
+    deadline = time.monotonic() + 240
+    while len(cluster.alive_ips() - {pool.head.ip}) != 1:
+        assert time.monotonic() < deadline, f"ALIVE: {cluster.alive_ips()}"
+        time.sleep(3)
+    yield Secured(cluster=cluster, token=token)
+    pool.ssh(pool.head, "sudo", "systemctl", "disable", "--now", "onprem-ray-agent.service",
+             check=False)
+
+
+def running_worker(secured: Secured) -> pools.Machine:
+    """The worker that still runs Ray; it also gets a wrong token in /tmp/wrong-token."""
+    alive = secured.cluster.alive_ips()
+    worker = next(m for m in secured.pool.workers if m.ip in alive)
+    secured.run(worker, "sh", "-c", "umask 077; echo 0123456789abcdef0123456789abcdef "
+                                    "> /tmp/wrong-token")
+    return worker
+
+
+# ---------------------------------------------------------------- the token is required
+
+
+WRONG_TOKEN = ["env", "RAY_AUTH_MODE=token", "RAY_AUTH_TOKEN_PATH=/tmp/wrong-token"]
+
+
+@pytest.mark.parametrize("client", ["no token", "a wrong token"])
+def test_the_gcs_refuses_a_client_without_the_token(secured: Secured, client: str) -> None:
+    worker = running_worker(secured)
+    env = ["env", "-u", "RAY_AUTH_MODE", "-u", "RAY_AUTH_TOKEN_PATH"] if client == "no token" \
+        else WRONG_TOKEN
+    refused = secured.run(worker, *env, PYTHON, "-c", GCS_CALL, secured.cluster.gcs)
+    assert refused.returncode != 0 and "served" not in refused.stdout, refused.stdout
+    assert re.search(r"auth|token|unauthenticated", refused.stderr, re.IGNORECASE), \
+        refused.stderr[-2000:]
+    served = secured.run(worker, *RAY_ENV, PYTHON, "-c", GCS_CALL, secured.cluster.gcs)
+    assert served.returncode == 0 and served.stdout.startswith("served"), served.stderr[-2000:]
+
+
+# Known open problem: after the end-to-end tests ran on the same pool, the served half failed
+# once with "Starting Ray client server failed" (the per-client server did not start); it
+# passed on a fresh pool. Not strict until the cause is known; docs/reliability.md says so.
+@pytest.mark.xfail(strict=False, reason=(
+    "the token-bearing client was once refused too: Ray's per-client server failed to start "
+    "after the e2e tests on the same pool; cause not yet known"))
+def test_the_client_port_refuses_a_client_without_the_token(secured: Secured) -> None:
+    worker = running_worker(secured)
+    address = f"{secured.head.ip}:{CLIENT_PORT}"
+    refused = secured.run(worker, "timeout", "90", *WRONG_TOKEN, PYTHON, "-c", CLIENT_CALL,
+                          address)
+    assert refused.returncode != 0 and "served" not in refused.stdout, refused.stdout
+    served = secured.run(worker, "timeout", "90", *RAY_ENV, PYTHON, "-c", CLIENT_CALL, address)
+    assert served.stdout.strip().endswith("served 42"), served.stderr[-2000:]
+
+
+def test_the_dashboard_refuses_a_client_without_the_token(secured: Secured) -> None:
+    worker = running_worker(secured)
+    url = f"http://{secured.head.ip}:{DASHBOARD_PORT}/api/version"
+    without = secured.run(worker, PYTHON, "-c", HTTP_GET, url).stdout.strip()
+    wrong = secured.run(worker, PYTHON, "-c", HTTP_GET, url, "/tmp/wrong-token").stdout.strip()
+    secured.run(secured.head, "sudo", "install", "-m", "0600", "-o", "ops", AUTH_FILE,
+                "/tmp/right-token")
+    right = secured.run(secured.head, PYTHON, "-c", HTTP_GET, url, "/tmp/right-token")
+    secured.run(secured.head, "rm", "-f", "/tmp/right-token")
+    # Ray answers 401 without a token, 403 with a wrong one.
+    assert (without, wrong, right.stdout.strip()) == ("401", "403", "200"), right.stderr
+
+
+# ---------------------------------------------------------------- listening sockets
+
+
+def listening(secured: Secured, machine: pools.Machine) -> list[tuple[str, int, str]]:
+    """(address, port, process) of every listening TCP socket on `machine`. Root in an
+    unprivileged container cannot see the processes of other users, so `ss` runs as root and
+    as the ray user, and the names seen are merged."""
+    names: dict[tuple[str, int], str] = {}
+    for user in (["sudo"], ["sudo", "-u", "ray"]):
+        for line in secured.run(machine, *user, "ss", "-Hltnp").stdout.splitlines():
+            address, _, port = line.split()[3].rpartition(":")
+            key = (address.strip("[]").split("%")[0], int(port))
+            process = re.search(r'users:\(\("([^"]+)"', line)
+            if process or key not in names:
+                names[key] = process.group(1) if process else "?"
+    return [(address, port, process) for (address, port), process in names.items()]
+
+
+# What may listen on every address, and why: the machine's sshd, and Ray 2.60's gRPC servers
+# (the GCS, the raylet and its workers), which Ray binds to all addresses whatever
+# --node-ip-address says; every call to them needs the cluster token.
+ANY_ADDRESS = {"sshd": "the machine's own SSH server (port 22 only)",
+               "gcs_server": "Ray's GCS (gRPC, token required)",
+               "raylet": "Ray's raylet (gRPC, token required)"}
+
+
+def allowed(socket: tuple[str, int, str], private_ip: str) -> bool:
+    """The allow-list: the node's private address, loopback, or a server of ANY_ADDRESS."""
+    address, port, process = socket
+    if address in (private_ip, "::1") or address.startswith("127."):
+        return True
+    if process == "sshd":
+        return port == 22
+    return process in ANY_ADDRESS
+
+
+def test_the_dashboard_client_and_metrics_answer_only_on_the_private_address(
+        secured: Secured) -> None:
+    head = secured.head
+    sockets = listening(secured, head)
+    for port in (DASHBOARD_PORT, CLIENT_PORT, AGENT_METRICS_PORT):
+        addresses = {address for address, p, _ in sockets if p == port}
+        # The private address, and loopback at most (the client server also listens there).
+        assert head.ip in addresses and addresses <= {head.ip, "127.0.0.1", "::1"}, \
+            (port, sorted(sockets))
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "besides its GCS and raylet (gRPC, token required), Ray 2.60 binds its dashboard agent "
+    "(ray::DashboardAgent, which serves node metrics) and, on the head, the autoscaler "
+    "monitor (python) to 0.0.0.0 whatever --node-ip-address says; restricting them needs "
+    "a change in the roles (Ray settings or a firewall), planned after their rework"))
+@pytest.mark.parametrize("role", ["head", "worker"])
+def test_every_listening_socket_is_on_the_private_address_or_loopback(secured: Secured,
+                                                                      role: str) -> None:
+    machine = secured.head if role == "head" else running_worker(secured)
+    sockets = listening(secured, machine)
+    ports = {port for _, port, _ in sockets}
+    assert GCS_PORT in ports if role == "head" else len(sockets) > 2, sockets
+    print(f"\n{role} {machine.ip}: {sorted(sockets)}")
+    outside = [s for s in sockets if not allowed(s, machine.ip)]
+    assert outside == [], f"listening beyond {machine.ip} and loopback: {outside}"
+
+
+# ---------------------------------------------------------------- files with secrets
+
+
+def secret_files(secured: Secured, machine: pools.Machine) -> dict[str, tuple[str, str]]:
+    """path -> (mode, owner) of every file holding the token or a private key."""
+    script = ("grep -rlsF -e \"$1\" -e 'PRIVATE KEY-----' " + " ".join(SECRET_DIRS)
+              + " | grep -v '^/etc/ssh/ssh_host_' | sort -u"
+              " | while read -r f; do stat -c '%n %a %U' \"$f\"; done")
+    out = secured.run(machine, "sudo", "sh", "-c", script, "scan", secured.token,
+                      timeout=300).stdout
+    return {path: (mode, owner) for path, mode, owner in
+            (line.rsplit(" ", 2) for line in out.splitlines() if line)}
+
+
+@pytest.mark.parametrize("role", ["head", "worker"])
+def test_files_with_secrets_are_0600_and_owned_by_their_user(secured: Secured,
+                                                              role: str) -> None:
+    machine = secured.head if role == "head" else running_worker(secured)
+    found = secret_files(secured, machine)
+    assert AUTH_FILE in found, found  # the scan does find secrets
+    assert found[AUTH_FILE] == ("600", "ray"), found
+    loose = {path: mode for path, (mode, _) in found.items()
+             if int(mode, 8) & 0o077 or int(mode, 8) & 0o111}
+    assert loose == {}, f"secrets readable by others: {loose}"
+    owners = {path: owner for path, (_, owner) in found.items()
+              if owner not in ("ray", "ops", "root")}
+    assert owners == {}, owners
+    in_home = {path: owner for path, (_, owner) in found.items()
+               if path.startswith("/home/ops/") and owner != "ops"}
+    assert in_home == {}, in_home
+
+
+# ---------------------------------------------------------------- the token never shows
+
+
+def test_the_token_is_in_no_encoding_in_the_agents_status_metrics_and_artifacts(
+        secured: Secured) -> None:
+    head = secured.head
+    status = secured.run(head, "onprem-ray-agent", "status", "--state-dir", STATE_DIR,
+                         "--json")
+    assert status.returncode == 0 and json.loads(status.stdout)["machines"], status.stderr
+    metrics = secured.run(head, PYTHON, "-c", HTTP_GET.replace(
+        ".status)", ".read().decode())"), f"http://{head.ip}:{AGENT_METRICS_PORT}/metrics")
+    assert "onprem_ray_agent_machines" in metrics.stdout, metrics.stderr
+    runs = secured.run(head, "sudo", "find", f"{STATE_DIR}/runner/artifacts", "-type", "f")
+    artifacts = runs.stdout.split()
+    assert any("retire" in path for path in artifacts), artifacts  # the retire runs' files
+    dump = secured.run(head, "sudo", "sh", "-c", f"cat $(find {STATE_DIR} -type f "
+                       "! -name '*.db' ! -name '*.db-*')", timeout=300).stdout
+    database = secured.run(head, "sudo", "sh", "-c",
+                           f"cat {STATE_DIR}/state.db {STATE_DIR}/state.db-wal 2>/dev/null "
+                           "| base64 -w0").stdout
+    assert "retire_workers" in dump or "retire" in dump
+    texts = {"status": status.stdout, "metrics": metrics.stdout, "artifacts": dump,
+             "state store": base64.b64decode(database).decode("latin-1")}
+    leaks = {name: secured.leaks(text) for name, text in texts.items()}
+    assert leaks == {name: [] for name in texts}, leaks
