@@ -4,7 +4,6 @@ collection where ansible-core finds collections, with galaxy.yml's version."""
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import subprocess
@@ -15,19 +14,19 @@ from pathlib import Path
 
 import pytest
 import yaml
+from ansible_collections.onprem.ray.plugins.plugin_utils.agent_wheel import (
+    WheelError,
+    agent_wheel,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 COLLECTION = "ansible_collections/onprem/ray/"
 
 
 def build(cache: Path) -> dict:
-    """The wheel as the head role gets it (roles/head/files/agent_wheel.py)."""
-    done = subprocess.run(
-        [sys.executable, str(REPO / "roles/head/files/agent_wheel.py"),
-         json.dumps({"source": str(REPO), "cache": str(cache), "version": "0.1.0",
-                     "collections": ["ansible.posix", "no.such"]})],
-        capture_output=True, text=True, check=True)
-    return json.loads(done.stdout)
+    """The wheel as the head role gets it (lookup onprem.ray.agent_wheel)."""
+    return agent_wheel({"source": str(REPO), "cache": str(cache), "version": "0.1.0",
+                        "collections": ["ansible.posix", "no.such"]}, sys.path)
 
 
 @pytest.fixture(scope="module")
@@ -117,11 +116,6 @@ def test_installed_ansible_finds_the_collection_and_the_command_runs(wheel, tmp_
     assert version.stdout.strip() == "0.1.0"
 
 
-def run_wheel_script(args: dict) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, str(REPO / "roles/head/files/agent_wheel.py"),
-                           json.dumps(args)], capture_output=True, text=True, check=False)
-
-
 def test_without_a_checkout_the_wheel_comes_from_the_wheelhouse_or_the_error_says_how(tmp_path):
     """An installed collection (no agent sources beside pyproject.toml) cannot build the wheel:
     it is taken from ray_wheelhouse_dir, else the error says what to do."""
@@ -132,20 +126,17 @@ def test_without_a_checkout_the_wheel_comes_from_the_wheelhouse_or_the_error_say
     wheelhouse.mkdir()
     args = {"source": str(installed), "cache": str(tmp_path / "cache"), "version": "0.1.0",
             "wheelhouse": str(wheelhouse)}
-    refused = run_wheel_script(args)
-    assert refused.returncode == 1
-    message = json.loads(refused.stdout)["msg"]
+    with pytest.raises(WheelError) as refused:
+        agent_wheel(args, [])
+    message = str(refused.value)
     assert f"{installed} is not a checkout" in message
     assert "onprem_ray-0.1.0-py3-none-any.whl is not in ray_wheelhouse_dir" in message
     assert "set head_agent_wheel, or head_agent_install: false" in message
     carried = wheelhouse / "onprem_ray-0.1.0-py3-none-any.whl"
     carried.write_bytes(b"")
-    found = run_wheel_script(args)
-    assert found.returncode == 0
-    assert json.loads(found.stdout)["wheel"] == str(carried)
-    missing = run_wheel_script(args | {"wheel": str(tmp_path / "none.whl")})
-    assert missing.returncode == 1
-    assert "head_agent_wheel" in json.loads(missing.stdout)["msg"]
+    assert agent_wheel(args, [])["wheel"] == str(carried)
+    with pytest.raises(WheelError, match=f"head_agent_wheel {tmp_path / 'none.whl'} does not"):
+        agent_wheel(args | {"wheel": str(tmp_path / "none.whl")}, [])
 
 
 def test_the_code_version_changes_with_the_agents_code_only(tmp_path):
@@ -161,13 +152,13 @@ def test_the_code_version_changes_with_the_agents_code_only(tmp_path):
         else:
             shutil.copy2(REPO / part, source / part)
     args = {"source": str(source), "cache": str(tmp_path / "cache"), "version": "0.1.0"}
-    first = json.loads(run_wheel_script(args).stdout)
+    first = agent_wheel(args, [])
     (source / "roles/head/defaults/main.yml").write_text(
         (source / "roles/head/defaults/main.yml").read_text() + "# changed\n")
-    role_changed = json.loads(run_wheel_script(args).stdout)
+    role_changed = agent_wheel(args, [])
     assert role_changed["wheel"] != first["wheel"] and role_changed["built"]
     assert role_changed["code"] == first["code"]
     (source / "agent/onprem_ray_agent/model.py").write_text(
         (source / "agent/onprem_ray_agent/model.py").read_text() + "# changed\n")
-    code_changed = json.loads(run_wheel_script(args).stdout)
+    code_changed = agent_wheel(args, [])
     assert code_changed["code"] != first["code"]

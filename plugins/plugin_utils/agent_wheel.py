@@ -1,27 +1,25 @@
+# Copyright: onprem.ray maintainers
+# Apache License 2.0 (see LICENSE)
 """On the controller: the onprem-ray wheel the head installs the agent from, and where the
-collections the agent's playbooks need are (the head role's agent step runs this once per run).
-
-    python agent_wheel.py '{"source": COLLECTION_ROOT, "cache": DIR, "wheel": "",
-                            "wheelhouse": DIR, "version": "0.1.0", "collections": [...]}'
+collections the agent's playbooks need are (lookup onprem.ray.agent_wheel, once per run).
 
 The wheel is, in this order: `wheel` when given; built from `source` when it is a checkout
 (it has pyproject.toml and the agent's package), once per content (cached under
 `cache/<content hash>/`, from a clean copy, with fixed timestamps: the same sources give the
 same bytes, so the head's copy changes only when the code does); else
 onprem_ray-<version>-py3-none-any.whl of `wheelhouse`.
-Prints {"wheel": path, "built": bool, "sha256": the wheel's, "code": hash,
-"collections": {name: directory or null}, "trees": {name: tree hash or null}};
+`agent_wheel()` returns {"wheel": path, "built": bool, "sha256": the wheel's, "code": hash,
+"collections": {name: directory or None}, "trees": {name: tree hash or None}};
 `code` changes only when the code the agent's process runs changes (its package and the
 collection's plugins it imports), not with the roles and playbooks it runs in fresh processes:
 the head role restarts the agent only then. A tree hash is the one the onprem.ray.node_facts
-module reports for the head's copy (the copy is skipped when they are equal). On an error, a
-message saying what to do and exit status 1.
+module reports for the head's copy (the copy is skipped when they are equal). On an error,
+WheelError says what to do.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import subprocess
@@ -131,13 +129,11 @@ def tree_hash(root: str | None) -> str | None:
     return digest.hexdigest()
 
 
-def collection_dir(name: str) -> str | None:
-    """The directory of collection `name` on the controller: in Ansible's collections path,
-    else on Python's path (collections installed with pip)."""
-    from ansible import constants  # the controller's ansible-core, imported only here
-
+def collection_dir(name: str, search_paths: list[str]) -> str | None:
+    """The directory of collection `name` in the first of `search_paths` that has it (Ansible's
+    collections path, then Python's path: collections installed with pip)."""
     namespace, collection = name.partition(".")[::2]
-    for root in [*constants.COLLECTIONS_PATHS, *sys.path]:
+    for root in search_paths:
         path = os.path.join(os.path.expanduser(root), "ansible_collections", namespace, collection)
         if os.path.isdir(path):
             return os.path.realpath(path)
@@ -168,13 +164,10 @@ def find_wheel(args: dict) -> tuple[str, bool]:
         f"onprem-ray=={args['version']}), set head_agent_wheel, or head_agent_install: false")
 
 
-def main(argv: list[str]) -> int:
-    args = json.loads(argv[1])
-    try:
-        wheel, built = find_wheel(args)
-    except (WheelError, OSError) as err:
-        print(json.dumps({"failed": True, "msg": str(err)}))
-        return 1
+def agent_wheel(args: dict, search_paths: list[str]) -> dict:
+    """The wheel, its hashes and the collections' directories (module docstring); WheelError
+    (or OSError) when there is no wheel to install."""
+    wheel, built = find_wheel(args)
     source = os.path.realpath(args["source"])
     if built or (not args.get("wheel") and os.path.isdir(os.path.join(source, CODE[0]))):
         code = content_key(source, CODE)
@@ -183,12 +176,8 @@ def main(argv: list[str]) -> int:
             code = hashlib.sha256(stream.read()).hexdigest()[:20]
     with open(wheel, "rb") as stream:
         sha256 = hashlib.sha256(stream.read()).hexdigest()
-    collections = {name: collection_dir(name) for name in args.get("collections", [])}
-    print(json.dumps({"wheel": wheel, "built": built, "sha256": sha256, "code": code,
-                      "collections": collections,
-                      "trees": {name: tree_hash(path) for name, path in collections.items()}}))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv))
+    collections = {name: collection_dir(name, search_paths)
+                   for name in args.get("collections", [])}
+    return {"wheel": wheel, "built": built, "sha256": sha256, "code": code,
+            "collections": collections,
+            "trees": {name: tree_hash(path) for name, path in collections.items()}}
