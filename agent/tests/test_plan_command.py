@@ -72,7 +72,10 @@ sys.exit(cli.main(sys.argv[1:]))
 
 
 def test_plan_runs_with_only_the_pure_modules(tmp_path) -> None:
-    env = os.environ | {"PYTHONPATH": str(AGENT_DIR)}
+    # The agent and the collection (whose pure min_workers choice the policy shares), as the
+    # onprem-ray distribution installs them.
+    collections = AGENT_DIR.parent / ".cache" / "collections"
+    env = os.environ | {"PYTHONPATH": os.pathsep.join((str(AGENT_DIR), str(collections)))}
     proc = subprocess.run([sys.executable, "-c", _BLOCKER, "plan", "--compact", str(EXAMPLE)],
                           env=env, capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr

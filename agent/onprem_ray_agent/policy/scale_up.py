@@ -15,6 +15,11 @@ import math
 from collections import Counter
 from collections.abc import Iterable
 
+from ansible_collections.onprem.ray.plugins.plugin_utils.min_workers import (
+    NodeTypeSlots,
+    choose_min_workers,
+)
+
 from onprem_ray_agent.model import (
     ActionKind,
     DemandKind,
@@ -128,33 +133,41 @@ class _ScaleUp:
     # ------------------------------------------------------------ min_workers
 
     def _min_workers(self) -> None:
+        """Machines for each node type's min_workers, then the cluster's: chosen by the
+        collection's choose_min_workers, the function `up` uses too."""
         working = self.ctx.working()
+        pad = self.pad
+        slots = [NodeTypeSlots(
+            t.name, t.effective_min,
+            # No max_workers: the type's room is its spare machines, as the launchpad has it.
+            t.max_workers if t.max_workers is not None
+            else pad.occupied[t.name] + len(pad.candidates[t.name]),
+            tuple(m.ip for m in pad.candidates[t.name]),
+            gpu=bool((pad.resources[t.name] or {}).get("GPU")),
+            working=working.get(t.name, 0), occupied=pad.occupied[t.name])
+            for t in self.config.node_types]
+        choice = choose_min_workers(slots, self.config.min_workers, self.config.max_workers)
+        for_types = Counter(name for name, _machine in choice.for_node_types)
         for node_type in self.config.node_types:
             need = node_type.effective_min - working.get(node_type.name, 0)
             if need <= 0:
                 continue
-            nodes = self.pad.open(node_type.name, need)
+            nodes = pad.open(node_type.name, for_types[node_type.name])
             for node in nodes:
                 node.why[(Purpose.MIN_WORKERS, node_type.name)] = 1
             if len(nodes) < need:
                 self.ctx.notes.append(
                     f"type {node_type.name} has {working.get(node_type.name, 0) + len(nodes)} "
                     f"of min_workers {node_type.effective_min}: "
-                    f"{self.pad.blocked(node_type.name)}")
-        need = self.config.min_workers - sum(working.values()) - self.pad.total_opened
-        if need <= 0:
-            return
-        # No node type is named: prefer types without GPUs, then configuration order.
-        order = sorted(self.config.node_types,
-                       key=lambda t: (bool((self.pad.resources[t.name] or {}).get("GPU")),
-                                      self.config.node_types.index(t)))
-        for node_type in order:
-            for node in self.pad.open(node_type.name, need):
+                    f"{pad.blocked(node_type.name)}")
+        # No node type is named: types without GPUs first, then configuration order.
+        for name, count in Counter(name for name, _machine in choice.for_cluster).items():
+            for node in pad.open(name, count):
                 node.why[(Purpose.GLOBAL_MIN, "")] = 1
-                need -= 1
-        if need > 0:
-            self.ctx.notes.append(f"the cluster is {need} short of min_workers "
-                                  f"{self.config.min_workers}: no machine can be added")
+        if choice.cluster_shortfall > 0:
+            self.ctx.notes.append(f"the cluster is {choice.cluster_shortfall} short of "
+                                  f"min_workers {self.config.min_workers}: no machine can be "
+                                  f"added")
 
     # ------------------------------------------------------------ request_resources, tasks
 
