@@ -1,6 +1,7 @@
 """Benchmark of `up` on the local test pool: prints a table, asserts nothing.
 
-    python bench/up.py [--pool bench] [--machines 4] [--keep]
+    python bench/up.py [--pool bench] [--machines 4] [--repeat 3] [--no-peer] [--keep]
+    python bench/up.py --baseline CHECKOUT [--repeat 3]     before and after, same run
 
 Rows, on a fresh pool of `--machines` machines (a head and the rest workers, every worker
 started with ray_up_workers=all):
@@ -49,12 +50,14 @@ print(json.dumps([n.node_manager_address for n in nodes if n.state == gcs_pb2.Gc
 RECAP = re.compile(r"^\S+\s+: ok=\d+\s+changed=(\d+)", re.MULTILINE)
 
 
-def playbook(pool: pools.Pool, name: str, *extra: str) -> tuple[float, int]:
-    env = {**os.environ, "ANSIBLE_CONFIG": str(REPO_ROOT / "ansible.cfg")}
+def playbook(pool: pools.Pool, name: str, *extra: str, repo: Path = REPO_ROOT
+             ) -> tuple[float, int]:
+    """Runs the playbook of the checkout `repo` (its ansible.cfg and collection link)."""
+    env = {**os.environ, "ANSIBLE_CONFIG": str(repo / "ansible.cfg")}
     argv = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(pool.inventory),
             f"onprem.ray.{name}", *extra]
     started = time.monotonic()
-    result = subprocess.run(argv, cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+    result = subprocess.run(argv, cwd=repo, env=env, capture_output=True, text=True,
                             check=False)
     elapsed = time.monotonic() - started
     if result.returncode != 0:
@@ -148,9 +151,10 @@ class Table:
                   f"{max(r[2] for r in rows):8d} | {min(r[3] for r in rows):5d} |")
 
 
-def ours(pool: pools.Pool, table: Table, label: str, *call: str) -> None:
+def ours(pool: pools.Pool, table: Table, label: str, *call: str, repo: Path = REPO_ROOT
+         ) -> None:
     before = raylets(pool)
-    seconds, changed = playbook(pool, *call)
+    seconds, changed = playbook(pool, *call, repo=repo)
     table.add(label, seconds, str(changed), restarts(before, raylets(pool)),
               alive(pool) if call[0] != "down" else 0)
 
@@ -190,7 +194,13 @@ def main() -> int:
                         help="seconds to wait after `ray up` returns for every node ALIVE")
     parser.add_argument("--no-peer", action="store_true", help="skip Ray's `ray up`")
     parser.add_argument("--keep", action="store_true", help="leave the pool running")
+    parser.add_argument("--baseline", type=Path, metavar="CHECKOUT",
+                        help="another checkout (e.g. `git worktree add /tmp/before main`): "
+                             "its `up` rows are measured too, on a pool of their own, each run "
+                             "right before this checkout's (same load), labelled 'before:'")
     args = parser.parse_args()
+    if args.baseline is not None:
+        return compare(args)
 
     wheelhouse = ensure_wheelhouse()
     pools.remove(args.pool)
@@ -227,6 +237,54 @@ def main() -> int:
         peer_s = table.median("ray up (peer), Ray preinstalled: until all ALIVE")
         print(f"\nhead + {args.machines - 1} workers ALIVE from a stopped cluster: onprem.ray up "
               f"{ours_s:.1f} s, ray up {peer_s:.1f} s (ratio {peer_s / ours_s:.2f})")
+    return 0
+
+
+def link_collection(checkout: Path) -> Path:
+    """The checkout linked in as the collection onprem.ray, as `make setup` does."""
+    checkout = checkout.resolve()
+    if not (checkout / "ansible.cfg").is_file():
+        sys.exit(f"--baseline {checkout}: not a checkout of this project (no ansible.cfg)")
+    namespace = checkout / ".cache" / "collections" / "ansible_collections" / "onprem"
+    namespace.mkdir(parents=True, exist_ok=True)
+    if not (namespace / "ray").exists():
+        (namespace / "ray").symlink_to("../../../..")
+    return checkout
+
+
+def compare(args: argparse.Namespace) -> int:
+    """`up` of the baseline checkout and of this one, interleaved run by run."""
+    baseline = link_collection(args.baseline)
+    wheelhouse = ensure_wheelhouse()
+    up = ("up", "-e", f"ray_wheelhouse_dir={wheelhouse}", "-e", "ray_up_workers=all")
+    sides = {"before": (f"{args.pool}-base", baseline), "after": (args.pool, REPO_ROOT)}
+    made = {}
+    table = Table()
+    try:
+        for side, (name, _repo) in sides.items():
+            pools.remove(name)
+            made[side] = pools.create(name, machines=args.machines)
+        for side, (_name, repo) in sides.items():
+            print(f"{side}: bare machines", flush=True)
+            ours(made[side], table, f"{side}: up, bare machines", *up, repo=repo)
+        for run in range(1, args.repeat + 1):
+            print(f"run {run} of {args.repeat}:", flush=True)
+            for row, call in (("up again, nothing changed", up), ("down", ("down",)),
+                              ("up, Ray preinstalled", up)):
+                for side, (_name, repo) in sides.items():
+                    ours(made[side], table, f"{side}: {row}", *call, repo=repo)
+    finally:
+        if not args.keep:
+            for name, _repo in sides.values():
+                pools.remove(name)
+    print(f"\n`up` before ({baseline}) and after (this checkout), each on a local pool of "
+          f"{args.machines} machines, interleaved run by run; {os.cpu_count()} CPUs, load "
+          f"{os.getloadavg()[0]:.1f}; medians of {args.repeat} runs\n")
+    table.print()
+    for row in ("up again, nothing changed", "up, Ray preinstalled"):
+        before, after = table.median(f"before: {row}"), table.median(f"after: {row}")
+        print(f"{row}: before {before:.1f} s, after {after:.1f} s "
+              f"(after / before {after / before:.2f})")
     return 0
 
 
