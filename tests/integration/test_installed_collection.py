@@ -57,7 +57,9 @@ def test_the_artifact_carries_the_collection_and_none_of_the_checkouts_tooling(a
                    "plugins/plugin_utils/cluster_model.py", "playbooks/up.yml",
                    "tests/unit/plugins/plugin_utils/test_min_workers.py"):
         assert needed in names
-    kept_out = ("tests/pool/", "tests/integration/", "tests/e2e/", "extensions/", "bench/",
+    assert "conftest.py" not in names  # the checkout's hypothesis profiles
+    kept_out = ("tests/pool/", "tests/integration/", "tests/e2e/", "tests/security/",
+                "extensions/", "bench/",
                 ".cache/", ".pool/", ".venv/", ".hypothesis/", "scripts/", "requirements/dev")
     assert [name for name in names if name.startswith(kept_out) or "__pycache__" in name] == []
 
