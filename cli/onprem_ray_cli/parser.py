@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import textwrap
 
-from onprem_ray_cli import __version__, errors, info
+from onprem_ray_cli import __version__, errors, info, lifecycle
 
 CLUSTER_HELP = ("the cluster file: a Ray cluster YAML (provider: type: local), or an inventory "
                 "source (plugin: onprem.ray.cluster)")
@@ -38,8 +38,46 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=__version__)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _lifecycle_commands(commands)
     _info_commands(commands)
     return parser
+
+
+def _extra_vars(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-e", "--extra-vars", dest="extra_vars", action="append", default=[],
+                        metavar="KEY=VALUE", help="a variable for the playbook (repeatable), "
+                        "e.g. ray_wheelhouse_dir=/srv/wheels")
+
+
+def _lifecycle_commands(commands) -> None:
+    up = _command(
+        commands, "up", lifecycle.up,
+        "create or update the cluster (onprem.ray.up): Ray under systemd on the head and "
+        "the workers min_workers asks for, the agent on the head; Ray is restarted only where "
+        "its settings changed",
+        "onprem-ray up cluster.yaml\n"
+        "onprem-ray up --min-workers 0 --max-workers 4 cluster.yaml\n"
+        "onprem-ray up --restart-only --yes cluster.yaml")
+    up.add_argument("--restart-only", action="store_true",
+                    help="skip installing, setup commands and file sync; apply Ray's and the "
+                         "agent's settings, then restart Ray where it runs (asks first)")
+    up.add_argument("--min-workers", type=int, metavar="N",
+                    help="the cluster's min_workers for this cluster (the agent follows it)")
+    up.add_argument("--max-workers", type=int, metavar="N",
+                    help="the cluster's max_workers for this cluster (the agent follows it)")
+    up.add_argument("--no-agent", action="store_true",
+                    help="do not run the autoscaler agent on the head")
+    up.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
+    _extra_vars(up)
+
+    down = _command(
+        commands, "down", lifecycle.down,
+        "stop Ray and the agent (onprem.ray.down) on every machine, or only on the workers; "
+        "asks first",
+        "onprem-ray down --yes cluster.yaml\nonprem-ray down --workers-only cluster.yaml")
+    down.add_argument("--workers-only", action="store_true", help="leave the head running")
+    down.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
+    _extra_vars(down)
 
 
 def _info_commands(commands) -> None:
