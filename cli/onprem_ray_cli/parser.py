@@ -5,7 +5,17 @@ from __future__ import annotations
 import argparse
 import textwrap
 
-from onprem_ray_cli import __version__, errors, info, lifecycle
+from onprem_ray_cli import (
+    __version__,
+    errors,
+    info,
+    jobs,
+    lifecycle,
+    shell,
+    submit,
+    transfer,
+    tunnel,
+)
 
 CLUSTER_HELP = ("the cluster file: a Ray cluster YAML (provider: type: local), or an inventory "
                 "source (plugin: onprem.ray.cluster)")
@@ -39,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=__version__)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _lifecycle_commands(commands)
+    _remote_commands(commands)
+    _file_commands(commands)
     _info_commands(commands)
     return parser
 
@@ -106,3 +118,88 @@ def _info_commands(commands) -> None:
                        "onprem-ray monitor cluster.yaml")
     monitor.add_argument("--lines", type=int, default=50, help="earlier lines shown first")
     monitor.add_argument("--no-follow", action="store_true", help="print them and end")
+
+
+def _node_options(parser: argparse.ArgumentParser, all_nodes: bool = True) -> None:
+    parser.add_argument("--node", metavar="IP", help="this machine of the cluster, not the head")
+    if all_nodes:
+        parser.add_argument("--all-nodes", action="store_true",
+                            help="every machine of the cluster file, the head first")
+
+
+def _remote_commands(commands) -> None:
+    exec_ = _command(
+        commands, "exec", shell.exec_command,
+        "run a shell command on the head (or --node, --all-nodes) in a login shell, with "
+        "RAY_ADDRESS set; exits with the command's exit code",
+        "onprem-ray exec cluster.yaml 'ray status'\n"
+        "onprem-ray exec --all-nodes cluster.yaml -- df -h /tmp\n"
+        "onprem-ray exec --tmux cluster.yaml 'python long_job.py'   # then: attach --tmux")
+    _node_options(exec_)
+    exec_.add_argument("--tmux", action="store_true",
+                       help="run it in a new detached tmux session (it outlives the SSH "
+                            "connection)")
+    exec_.add_argument("--screen", action="store_true",
+                       help="run it in a new detached screen session")
+    exec_.add_argument("--port-forward", type=int, action="append", default=[],
+                       metavar="PORT", help="forward local PORT to the machine's PORT (on its "
+                       "private address) while the command runs (repeatable)")
+    exec_.add_argument("cmd", nargs=argparse.REMAINDER, metavar="CMD",
+                       help="the shell command (one argument, or words after --)")
+
+    attach = _command(
+        commands, "attach", shell.attach,
+        "an interactive login shell on the head (or --node); exits with the shell's code",
+        "onprem-ray attach cluster.yaml\nonprem-ray attach --tmux cluster.yaml")
+    _node_options(attach, all_nodes=False)
+    attach.add_argument("--tmux", action="store_true",
+                        help="attach to the tmux session (made if there is none)")
+
+    submit_ = _command(
+        commands, "submit", submit.submit,
+        "copy a Python script to the head and run it there with Ray's address and the "
+        "cluster's token, as Ray's user; streams its output, exits with its exit code",
+        "onprem-ray submit cluster.yaml examples/autoscale_job.py --tasks 8")
+    submit_.add_argument("script", metavar="SCRIPT.py")
+    submit_.add_argument("script_args", nargs=argparse.REMAINDER, metavar="ARGS",
+                         help="the script's own arguments")
+
+    dashboard = _command(
+        commands, "dashboard", tunnel.dashboard,
+        "forward the head's Ray dashboard to a local port and print its URL, until Ctrl-C",
+        "onprem-ray dashboard cluster.yaml\nonprem-ray dashboard --port 9265 cluster.yaml")
+    dashboard.add_argument("--port", type=int, default=tunnel.DASHBOARD_PORT,
+                           help="the local port (default: %(default)s)")
+
+    job = commands.add_parser("job", help="Ray jobs through the Jobs API",
+                              description="Ray jobs through the head's Jobs API.")
+    job_commands = job.add_subparsers(dest="job_command", required=True, metavar="COMMAND")
+    job_submit = _command(
+        job_commands, "submit", jobs.job_submit,
+        "submit CMD as a Ray job through the Jobs API (the head's dashboard over an SSH "
+        "tunnel, with the cluster's token), follow its logs; exit 0 if it SUCCEEDED, 1 if it "
+        "FAILED or was STOPPED",
+        "onprem-ray job submit cluster.yaml -- python -c 'import ray; ray.init(); "
+        "print(ray.cluster_resources())'")
+    job_submit.add_argument("--no-wait", action="store_true",
+                            help="print the submission id and return")
+    job_submit.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD")
+
+
+def _file_commands(commands) -> None:
+    up = _command(
+        commands, "rsync-up", transfer.rsync_up,
+        "copy local files to the head (or --node, --all-nodes) with rsync over SSH; remote "
+        "paths are relative to the login user's home",
+        "onprem-ray rsync-up cluster.yaml ./data/ data/\n"
+        "onprem-ray rsync-up --all-nodes cluster.yaml model.bin /tmp/model.bin")
+    down = _command(
+        commands, "rsync-down", transfer.rsync_down,
+        "copy files from the head (or --node; --all-nodes: into TARGET/<address>/) with "
+        "rsync over SSH",
+        "onprem-ray rsync-down cluster.yaml results/ ./results/\n"
+        "onprem-ray rsync-down --all-nodes cluster.yaml /tmp/ray/session_latest/logs ./logs")
+    for parser in (up, down):
+        _node_options(parser)
+        parser.add_argument("source", metavar="SOURCE")
+        parser.add_argument("target", metavar="TARGET")
