@@ -141,9 +141,10 @@ def _remote_commands(commands) -> None:
                             "connection)")
     exec_.add_argument("--screen", action="store_true",
                        help="run it in a new detached screen session")
-    exec_.add_argument("--port-forward", type=int, action="append", default=[],
+    exec_.add_argument("--port-forward", type=tunnel.port_pair, action="append", default=[],
                        metavar="PORT", help="forward local PORT to the machine's PORT (on its "
-                       "private address) while the command runs (repeatable)")
+                       "private address) while the command runs; LOCAL:REMOTE for another "
+                       "local port (repeatable)")
     exec_.add_argument("cmd", nargs=argparse.REMAINDER, metavar="CMD",
                        help="the shell command (one argument, or words after --)")
 
@@ -171,8 +172,11 @@ def _remote_commands(commands) -> None:
     dashboard.add_argument("--port", type=int, default=tunnel.DASHBOARD_PORT,
                            help="the local port (default: %(default)s)")
 
-    job = commands.add_parser("job", help="Ray jobs through the Jobs API",
-                              description="Ray jobs through the head's Jobs API.")
+    job = commands.add_parser(
+        "job", help="Ray jobs through the Jobs API",
+        description="Ray jobs through the head's Jobs API.",
+        epilog="example:\n  onprem-ray job submit cluster.yaml -- python job.py",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     job_commands = job.add_subparsers(dest="job_command", required=True, metavar="COMMAND")
     job_submit = _command(
         job_commands, "submit", jobs.job_submit,

@@ -50,8 +50,8 @@ def exec_command(args: argparse.Namespace) -> int:
         if len(hosts) > 1:
             print(f"== {ssh.role_of(cluster, host)} {host}", flush=True)
         with ssh.connect(cluster, host) as connection, contextlib.ExitStack() as forwards:
-            for port in args.port_forward:
-                forwards.enter_context(tunnel.forward(connection, port, host, port))
+            for local, remote_port in args.port_forward:
+                forwards.enter_context(tunnel.forward(connection, local, host, remote_port))
             remote = wrap(command, tmux=args.tmux, screen=args.screen, host=host)
             done = connection.run(remote, warn=True, pty=interactive,
                                   in_stream=None if interactive else False)

@@ -15,6 +15,18 @@ from onprem_ray_cli import errors, resolve, ssh
 DASHBOARD_PORT = 8265  # roles/ray: ray_dashboard_port
 
 
+def port_pair(text: str) -> tuple[int, int]:
+    """`PORT` (the same port here and there) or `LOCAL:REMOTE`, for --port-forward."""
+    local, _, remote = text.partition(":")
+    try:
+        ports = (int(local), int(remote or local))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: use PORT or LOCAL:REMOTE") from None
+    if not all(0 < port < 65536 for port in ports):
+        raise argparse.ArgumentTypeError(f"{text!r}: ports are 1 to 65535")
+    return ports
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
