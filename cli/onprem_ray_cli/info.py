@@ -55,7 +55,8 @@ def status(args: argparse.Namespace) -> int:
 def monitor(args: argparse.Namespace) -> int:
     """The agent's journal on the head, followed until Ctrl-C (or its last lines)."""
     cluster = resolve.load(args.cluster).cluster
-    with ssh.connect(cluster, cluster.head_ip) as connection:
+    with ssh.connect(cluster, cluster.head_ip) as connection, \
+            ssh.interrupt_closes(connection):
         done = connection.run(agent.journal_command(follow=not args.no_follow,
                                                     lines=args.lines),
                               warn=True, pty=False, in_stream=False)

@@ -53,6 +53,8 @@ def exec_command(args: argparse.Namespace) -> int:
             for local, remote_port in args.port_forward:
                 forwards.enter_context(tunnel.forward(connection, local, host, remote_port))
             remote = wrap(command, tmux=args.tmux, screen=args.screen, host=host)
+            if not interactive:
+                forwards.enter_context(ssh.interrupt_closes(connection))
             done = connection.run(remote, warn=True, pty=interactive,
                                   in_stream=None if interactive else False)
         codes.append(done.exited)

@@ -7,8 +7,10 @@ from it), else from ~/.ssh/known_hosts, where `up` (Ansible, accept-new) records
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shlex
+import signal
 from pathlib import Path
 
 import paramiko
@@ -99,3 +101,21 @@ def login_shell(command: str) -> str:
     """`command` run by a login shell, which reads the head's /etc/profile.d settings (Ray's
     commands on PATH, RAY_AUTH_MODE; the token is the login user's ~/.ray/auth_token)."""
     return "bash -lc " + shlex.quote(command)
+
+
+@contextlib.contextmanager
+def interrupt_closes(connection: Connection):
+    """Ctrl-C during a command run without a pty: fabric can only re-raise it, then waits for
+    the command's output to end (which `journalctl -f` or a server never does); closing the
+    connection ends it."""
+    previous = signal.getsignal(signal.SIGINT)
+
+    def close(_signum, _frame):
+        connection.close()
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, close)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
