@@ -88,3 +88,41 @@ def test_contradicting_limits_are_refused(tmp_path):
     with pytest.raises(errors.CliError, match="0 <= min <= max") as refused:
         overrides.write_inventory(resolve.load(str(path)), 3, 1)
     assert refused.value.code == errors.USAGE
+
+
+class Recorder:
+    """Stands in for runs.run_playbook: records what up/down would run."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, work_dir, playbook, inventory, **options):
+        from onprem_ray_cli.progress import Progress
+        from onprem_ray_cli.runs import RunOutcome
+
+        self.calls.append({"playbook": playbook, "inventory": inventory, **options})
+        return RunOutcome(Progress(), "successful", 0, work_dir / "log")
+
+
+@pytest.fixture
+def recorder(monkeypatch):
+    recorded = Recorder()
+    monkeypatch.setattr("onprem_ray_cli.runs.run_playbook", recorded)
+    return recorded
+
+
+def test_the_options_of_up_and_down_become_the_playbooks_variables(tmp_path, recorder):
+    from onprem_ray_cli.main import main
+
+    path = tmp_path / "ray.yaml"
+    path.write_text(RAY_YAML)
+    assert main(["up", "--no-agent", "-e", "ray_wheelhouse_dir=/w", str(path)]) == 0
+    assert main(["up", "--min-workers", "1", str(path)]) == 0
+    assert main(["down", "--workers-only", "--yes", str(path)]) == 0
+    no_agent, limits, down = recorder.calls
+    assert no_agent["playbook"] == "onprem.ray.up" and no_agent["tags"] is None
+    assert no_agent["extravars"] == {"ray_wheelhouse_dir": "/w", "head_agent_enabled": "false"}
+    assert no_agent["inventory"].name == "cluster.yml"
+    assert limits["inventory"].name == "limits.cluster.yml"
+    assert resolve.load(str(limits["inventory"])).cluster.min_workers == 1
+    assert (down["playbook"], down["limit"]) == ("onprem.ray.down", "ray_workers:!ray_head")
