@@ -484,7 +484,15 @@ def test_the_wheel_in_a_fresh_venv_runs_up_and_submit_from_a_bare_directory(
     env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep)
                                   if not p.startswith(str(REPO_ROOT)))
     command = str(venv / "bin/onprem-ray")
-    # Not a checkout: the head's agent is installed from the wheel the user installed.
+    # Not a checkout: the head's agent comes from a wheel, and without one up says how.
+    refused = subprocess.run([command, "up", cfile, "-e", f"ray_wheelhouse_dir={wheelhouse}"],
+                             cwd=user, env=env, capture_output=True, text=True, timeout=900,
+                             check=False)
+    assert refused.returncode == 1
+    assert re.search(rf'^{re.escape(cluster.pool.head.ip)} failed at step "Agent \| the wheel '
+                     r'and the collections were found"', refused.stderr, re.MULTILINE)
+    assert "is not a checkout to build it from" in refused.stderr
+    assert "set head_agent_wheel" in refused.stderr
     up = subprocess.run([command, "up", cfile, "-e", f"ray_wheelhouse_dir={wheelhouse}",
                          "-e", f"head_agent_wheel={wheel}"],
                         cwd=user, env=env, capture_output=True, text=True, timeout=900,
