@@ -28,7 +28,7 @@ import time
 
 # What the distribution is built from (pyproject.toml's package-dir and package-data).
 SOURCES = ("pyproject.toml", "README.md", "LICENSE", "galaxy.yml", "agent/onprem_ray_agent",
-           "meta", "playbooks", "plugins", "roles")
+           "cli/onprem_ray_cli", "meta", "playbooks", "plugins", "roles")
 # What the agent's process imports (the rest of the collection is read by each playbook run).
 CODE = ("agent/onprem_ray_agent", "plugins")
 # Zip timestamps of the build (1980-01-01, the earliest a zip can hold).

@@ -65,6 +65,12 @@ def test_the_wheel_holds_the_agent_and_the_installed_collection(wheel):
     assert kept_out == []
     entry_points = zipfile.ZipFile(wheel).read("onprem_ray-0.1.0.dist-info/entry_points.txt")
     assert b"onprem-ray-agent = onprem_ray_agent.cli:main" in entry_points
+    assert b"onprem-ray = onprem_ray_cli.main:main" in entry_points
+    # The operator's command, whole.
+    command = REPO / "cli" / "onprem_ray_cli"
+    modules = {str(p.relative_to(command.parent)) for p in command.glob("*.py")}
+    assert len(modules) > 5 and "onprem_ray_cli/main.py" in modules
+    assert modules <= names, sorted(modules - names)
 
 
 def test_the_build_is_cached_and_reproducible(built, wheel, tmp_path):
@@ -114,6 +120,9 @@ def test_installed_ansible_finds_the_collection_and_the_command_runs(wheel, tmp_
     version = subprocess.run([target / "bin" / "onprem-ray-agent", "--version"], env=env,
                              capture_output=True, text=True, check=True)
     assert version.stdout.strip() == "0.1.0"
+    version = subprocess.run([target / "bin" / "onprem-ray", "--version"], env=env,
+                             capture_output=True, text=True, check=True)
+    assert version.stdout.strip() == "0.1.0"
 
 
 def test_without_a_checkout_the_wheel_comes_from_the_wheelhouse_or_the_error_says_how(tmp_path):
@@ -144,8 +153,8 @@ def test_the_code_version_changes_with_the_agents_code_only(tmp_path):
     (the agent is reloaded, not restarted); a changed agent module changes both."""
     source = tmp_path / "src"
     source.mkdir()
-    for part in ("pyproject.toml", "README.md", "galaxy.yml", "agent/onprem_ray_agent", "meta",
-                 "playbooks", "plugins", "roles"):
+    for part in ("pyproject.toml", "README.md", "galaxy.yml", "agent/onprem_ray_agent",
+                 "cli/onprem_ray_cli", "meta", "playbooks", "plugins", "roles"):
         if (REPO / part).is_dir():
             shutil.copytree(REPO / part, source / part,
                             ignore=shutil.ignore_patterns("__pycache__"))
