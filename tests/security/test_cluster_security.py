@@ -108,6 +108,12 @@ def secured(pool: pools.Pool, tmp_path_factory: pytest.TempPathFactory) -> Itera
     inventory = tmp_path_factory.mktemp("secured") / "cluster.yml"
     inventory.write_text(yaml.safe_dump(source, sort_keys=False))
     cluster = Cluster(pool=pool, wheelhouse=ensure_wheelhouse(), inventory=inventory)
+    # From an agent that remembers nothing: an earlier test's records on this pool (a retire
+    # under way) would be resumed while `up` starts the workers (up and the agent at the same
+    # time is a fault case of its own).
+    pool.ssh(pool.head, "sudo", "systemctl", "stop", "onprem-ray-agent.service", check=False)
+    pool.ssh(pool.head, "sudo", "rm", "-f", f"{STATE_DIR}/state.db", f"{STATE_DIR}/state.db-wal",
+             f"{STATE_DIR}/state.db-shm", check=False)
     result = cluster.playbook("up", "-e", "ray_up_workers=all", "-e", "head_agent_enabled=true",
                               "-e", "head_agent_interval=1", timeout=1800)
     counts = recap(result.stdout)
