@@ -34,6 +34,8 @@ import sys
 import time
 from pathlib import Path
 
+import yaml
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
@@ -252,6 +254,14 @@ def link_collection(checkout: Path) -> Path:
     return checkout
 
 
+def keep_every_worker(pool: pools.Pool) -> None:
+    """min_workers = every worker: an agent (on by default since the head role runs it) keeps
+    them all, so that "nothing changed" measures `up` and not the agent's retires."""
+    source = yaml.safe_load(pool.inventory.read_text())
+    source["min_workers"] = len(pool.workers)
+    pool.inventory.write_text(yaml.safe_dump(source, sort_keys=False))
+
+
 def compare(args: argparse.Namespace) -> int:
     """`up` of the baseline checkout and of this one, interleaved run by run."""
     baseline = link_collection(args.baseline)
@@ -264,6 +274,7 @@ def compare(args: argparse.Namespace) -> int:
         for side, (name, _repo) in sides.items():
             pools.remove(name)
             made[side] = pools.create(name, machines=args.machines)
+            keep_every_worker(made[side])
         for side, (_name, repo) in sides.items():
             print(f"{side}: bare machines", flush=True)
             ours(made[side], table, f"{side}: up, bare machines", *up, repo=repo)
