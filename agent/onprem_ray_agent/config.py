@@ -72,6 +72,8 @@ def config_from_cluster(cluster: Cluster, **agent_settings: Any) -> Config:
             min_workers=node_type.min_workers,
             max_workers=node_type.max_workers,
             labels=dict(node_type.labels),
+            idle_timeout_s=(None if node_type.idle_timeout_s is None
+                            else float(node_type.idle_timeout_s)),
         )
         for node_type in cluster.node_types
     )

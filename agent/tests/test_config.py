@@ -31,6 +31,7 @@ TYPED = """
         worker_ips: [10.0.2.1]
         resources: {CPU: 8, GPU: 1}
         max_workers: 1
+        idle_timeout_s: 45
 """
 
 RAY_STYLE = """
@@ -73,6 +74,16 @@ def test_node_types_limits_and_speeds_come_from_the_file(tmp_path):
     assert loaded.pool == {"10.0.1.1", "10.0.1.2", "10.0.1.3", "10.0.2.1"}
 
 
+def test_a_node_types_idle_timeout_overrides_the_clusters(tmp_path):
+    """Ray's per-type idle_timeout_s (seconds); a type without one: idle_timeout_minutes."""
+    config = load_config(write(tmp_path, TYPED)).config
+    types = {t.name: t for t in config.node_types}
+    assert types["gpu"].idle_timeout_s == 45.0
+    assert types["cpu"].idle_timeout_s is None
+    assert config.idle_timeout_of("gpu") == 45.0
+    assert config.idle_timeout_of("cpu") == config.idle_timeout_of("head") == 180.0
+
+
 def test_a_ray_cluster_yaml_gets_rays_one_node_type(tmp_path):
     config = load_config(write(tmp_path, RAY_STYLE)).config
     (only,) = config.node_types
@@ -90,6 +101,8 @@ def test_agent_settings_are_passed_through(tmp_path):
 @pytest.mark.parametrize(("text", "named"), [
     (TYPED.replace("upscaling_speed: 2.5", "upscaling_speed: -1"), "upscaling_speed = -1"),
     (TYPED.replace("max_workers: 1\n", "max_workers: 7\n"), "available_node_types.gpu"),
+    (TYPED.replace("idle_timeout_s: 45", "idle_timeout_s: -45"),
+     "available_node_types.gpu.idle_timeout_s = -45: must be a number >= 0"),
     (RAY_STYLE + "    agent: {provision_timeout_s: 5}\n", "agent"),
     ("provider: [\n", "malformed YAML"),
 ])

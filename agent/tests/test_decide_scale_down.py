@@ -84,6 +84,27 @@ def test_the_reason_names_the_timeout_and_the_idle_times() -> None:
     assert action.request_id.startswith("retire-cpu-")
 
 
+@pytest.mark.parametrize(("idle_s", "expected"), [
+    (60.0, {}),  # exactly the type's timeout: not yet
+    (120.0, {"10.0.1.1": "idle_expired"}),  # past cpu's 60 s, within the cluster's 300 s
+    (TIMEOUT_S + 1, {"10.0.1.1": "idle_expired", "10.0.2.1": "idle_expired"}),
+])
+def test_a_types_own_idle_timeout_retires_its_nodes_alone(idle_s, expected) -> None:
+    """Ray's per-type idle_timeout_s: cpu's 60 s, gpu's the cluster's idle_timeout_minutes;
+    one node of each, idle as long as each other."""
+    cfg = config(node_type("cpu", 2, idle_timeout_s=60.0), node_type("gpu", 2),
+                 idle_timeout_minutes=5)
+    machines = [machine("cpu", 1, "active"), machine("gpu", 1, "active")]
+    decision = run(cfg, machines, snapshot(worker("cpu", 1, idle_s=idle_s),
+                                           worker("gpu", 1, idle_s=idle_s)))
+    assert retired(decision) == expected
+    reasons = {a.node_type: a.reason for a in decision.of_kind(ActionKind.RETIRE)}
+    if "10.0.1.1" in expected:
+        assert reasons["cpu"].startswith("idle longer than idle_timeout_s 60 of type cpu (")
+    if "10.0.2.1" in expected:
+        assert reasons["gpu"].startswith("idle longer than idle_timeout_minutes 5 (")
+
+
 def test_a_kept_idle_node_is_explained() -> None:
     decision = run(_cfg(min_workers=1), _active(1), snapshot(worker("cpu", 1, idle_s=900)))
     assert "10.0.1.1 idle 900 s: kept, as type cpu is at min_workers 1" in decision.notes

@@ -85,6 +85,7 @@ class NodeType:
     max_workers: int  # never above len(ips)
     initialization_commands: tuple[str, ...] | None = None  # None: the cluster's
     worker_setup_commands: tuple[str, ...] | None = None  # None: setup + worker_setup
+    idle_timeout_s: float | None = None  # None: the cluster's idle_timeout_minutes
 
     @property
     def group(self) -> str:

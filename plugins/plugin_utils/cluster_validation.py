@@ -94,10 +94,9 @@ _AUTH_REFUSED = {
 _NODE_TYPE_HONOURED = frozenset({
     "worker_ips", "resources", "labels", "min_workers", "max_workers",
     "initialization_commands", "worker_setup_commands", "node_config", "docker",
+    "idle_timeout_s",
 })
 _NODE_TYPE_REFUSED = {
-    "idle_timeout_s": "per-node-type idle timeouts are not supported yet; use "
-                      "idle_timeout_minutes",
     "priority": "node type priorities are not supported yet: the agent picks the node type "
                 "that fits the pending demand",
 }
@@ -205,7 +204,8 @@ class _Validator:
             return None
         return value
 
-    def number(self, data: dict, key: str, path: str, default: float) -> float | None:
+    def number(self, data: dict, key: str, path: str,
+               default: float | None) -> float | None:
         value = data.get(key, MISSING)
         if value is MISSING or value is None:
             return default
@@ -498,6 +498,10 @@ class _Validator:
         resources = self.resources(spec.get("resources"), _child(path, "resources"))
         labels = self.labels(spec.get("labels"), _child(path, "labels"))
         low = self.whole(spec, "min_workers", path, 0)
+        # Ray's per-type idle timeout in seconds; empty: the cluster's idle_timeout_minutes.
+        timeout = self.number(spec, "idle_timeout_s", path, None)
+        if timeout is None and spec.get("idle_timeout_s") is not None:
+            return None  # reported
         if own is None or None in (resources, labels, low):
             return None
         ips = tuple(extra + own)
@@ -516,7 +520,7 @@ class _Validator:
         return NodeType(
             name, ips, resources, labels, low, high,
             self.commands(spec, "initialization_commands", path),
-            self.commands(spec, "worker_setup_commands", path))
+            self.commands(spec, "worker_setup_commands", path), timeout)
 
     def resources(self, value: Any, path: str) -> dict[str, float] | None:
         if value is None:

@@ -101,7 +101,7 @@ def _is_implicit(cluster: Cluster) -> bool:
         return False
     only = cluster.node_types[0]
     return (not only.resources and not only.labels and only.initialization_commands is None
-            and only.worker_setup_commands is None
+            and only.worker_setup_commands is None and only.idle_timeout_s is None
             and only.max_workers == min(cluster.max_workers, len(only.ips))
             and only.min_workers == min(cluster.min_workers, cluster.max_workers))
 
@@ -115,6 +115,8 @@ def _node_type(node_type: NodeType) -> dict[str, Any]:
     for key in ("initialization_commands", "worker_setup_commands"):
         if getattr(node_type, key) is not None:
             spec[key] = list(getattr(node_type, key))
+    if node_type.idle_timeout_s is not None:
+        spec["idle_timeout_s"] = node_type.idle_timeout_s
     return spec
 
 

@@ -8,6 +8,7 @@ The generators reach both sides: each property counts its accepted and refused f
 from __future__ import annotations
 
 import ipaddress
+import math
 import re
 from collections import Counter
 
@@ -59,6 +60,8 @@ node_types = st.fixed_dictionaries({}, optional={
     "worker_ips": st.lists(entries, max_size=4), "resources": resources, "labels": labels,
     "min_workers": limits, "max_workers": limits, "worker_setup_commands": commands,
     "node_config": st.sampled_from([{}, {"InstanceType": "x"}]), "priority": st.just(1),
+    "idle_timeout_s": st.one_of(st.none(), st.integers(-1, 600), st.floats(allow_nan=True),
+                                st.sampled_from(["60", True])),
 })
 providers = st.fixed_dictionaries({"type": st.sampled_from(["local", "local", "aws"])},
                                   optional={"head_ip": st.one_of(st.just(HEAD), entries),
@@ -121,6 +124,9 @@ def check_invariants(data: dict, cluster) -> None:
         assert node_type.ips or node_type.name == cluster.head_node_type
         assert all(amount >= 0 for amount in node_type.resources.values())
         assert not any(key.startswith("ray.io/") for key in node_type.labels)
+        timeout = node_type.idle_timeout_s
+        assert timeout is None or (not isinstance(timeout, bool) and math.isfinite(timeout)
+                                   and timeout >= 0)
     workers = len(cluster.worker_ips)
     assert 0 <= cluster.min_workers <= cluster.max_workers <= workers
     assert sum(t.min_workers for t in cluster.node_types) <= cluster.max_workers
@@ -236,6 +242,9 @@ def consistent_clusters(draw):
         if draw(st.booleans()):
             spec["min_workers"] = draw(st.integers(0, high))
         total_min += spec.get("min_workers", 0)
+        if draw(st.booleans()):
+            spec["idle_timeout_s"] = draw(st.one_of(st.none(), st.integers(0, 3600),
+                                                    st.floats(0, 1e6)))
         types[draw(st.sampled_from(["cpu", "gpu", "big.mem", "t-4"])) + str(index)] = spec
     head_type = draw(st.sampled_from(sorted(types)))
     for name, spec in types.items():
@@ -261,6 +270,7 @@ def test_consistent_files_are_accepted(data):
         node_type = cluster.node_type(name)
         assert node_type.max_workers == spec.get("max_workers", len(node_type.ips))
         assert node_type.min_workers == spec.get("min_workers", 0)
+        assert node_type.idle_timeout_s == spec.get("idle_timeout_s")
 
 
 def at(name: str, key: str) -> str:

@@ -173,6 +173,28 @@ def test_node_types_are_separate_pools_with_their_own_limits():
     assert gpu["ray_max_workers"] == 5
 
 
+@pytest.mark.parametrize(("value", "expected"), [
+    (60, 60), (0, 0), (0.5, 0.5), (86400.0, 86400.0), (None, None)])
+def test_a_node_type_has_its_own_idle_timeout(value, expected):
+    """Ray's `idle_timeout_s` of a node type: seconds; empty or absent, the cluster's."""
+    cluster = validate(typed(gpu={"worker_ips": ["10.0.2.1"], "idle_timeout_s": value},
+                             cpu={"worker_ips": ["10.0.1.1"]}))
+    assert cluster.node_type("gpu").idle_timeout_s == expected
+    assert cluster.node_type("cpu").idle_timeout_s is None
+    assert cluster.node_type("head").idle_timeout_s is None
+
+
+@pytest.mark.parametrize("value", [-1, -0.5, "60", True, float("inf"), float("nan"), [60]])
+def test_a_bad_idle_timeout_names_the_file_the_key_and_the_value(value):
+    data = typed(gpu={"worker_ips": ["10.0.2.1"], "idle_timeout_s": value})
+    assert only_problem(data) == ("available_node_types.gpu.idle_timeout_s",
+                                  "must be a number >= 0")
+    with pytest.raises(ClusterConfigError) as caught:
+        validate(data, source="/site/lab.cluster.yml")
+    assert str(caught.value) == (f"/site/lab.cluster.yml: available_node_types.gpu."
+                                 f"idle_timeout_s = {value!r}: must be a number >= 0")
+
+
 def test_provider_worker_ips_belong_to_the_heads_type():
     """As in Ray, where every worker_ips machine is of the one local type."""
     data = typed(gpu={"worker_ips": ["10.0.2.1"]})
@@ -343,8 +365,6 @@ def test_every_problem_is_reported_at_once_with_file_key_and_value():
      "available_node_types.gpu.docker.worker_image", "containers"),
     (typed(gpu={"worker_ips": ["10.0.2.1"], "priority": 2}),
      "available_node_types.gpu.priority", "not supported yet"),
-    (typed(gpu={"worker_ips": ["10.0.2.1"], "idle_timeout_s": 60}),
-     "available_node_types.gpu.idle_timeout_s", "use idle_timeout_minutes"),
 ])
 def test_keys_that_cannot_be_honoured_are_refused_by_name(data, path, reason):
     found = problems(data)

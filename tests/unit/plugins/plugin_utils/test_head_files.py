@@ -51,6 +51,7 @@ available_node_types:
     resources: {GPU: 8}
     labels: {rack: r7}
     max_workers: 2
+    idle_timeout_s: 120
     worker_setup_commands: [nvidia-smi]
 file_mounts:
   ~/data: ./data
@@ -94,6 +95,20 @@ def test_an_inline_source_gives_one_file_the_head_validates_to_the_same_cluster(
     assert load_cluster_file(str(copy), check_files=False) == on_head(original, str(copy))
 
 
+def test_the_heads_copy_keeps_a_node_types_idle_timeout(tmp_path):
+    """The agent on the head reads Ray's per-type idle_timeout_s from its copy; a type
+    without one gets none, so that the cluster's idle_timeout_minutes applies to it."""
+    source = tmp_path / "site.cluster.yml"
+    source.write_text(INLINE)
+    files = head_cluster_files(str(source), "/etc/onprem-ray/cluster.yml", **PATHS)
+    types = yaml.safe_load(files[0]["content"])["available_node_types"]
+    assert types["gpu"]["idle_timeout_s"] == 120
+    assert "idle_timeout_s" not in types["head"]
+    copy = load_cluster_file(str(write_on_head(tmp_path / "head", files)), check_files=False)
+    assert (copy.node_type("gpu").idle_timeout_s, copy.node_type("head").idle_timeout_s) == (
+        120, None)
+
+
 def test_a_source_naming_a_ray_yaml_gives_the_ray_yaml_and_a_source_naming_it(tmp_path):
     source = REPO / "inventories" / "ray-yaml" / "cluster.yml"
     files = head_cluster_files(str(source), "/etc/onprem-ray/cluster.yml", **PATHS)
@@ -128,6 +143,11 @@ CLUSTERS = [
      "head_node_type": "local.cluster.node",
      "available_node_types": {"local.cluster.node": {"worker_ips": ["10.0.0.2", "10.0.0.3"],
                                                      "min_workers": 2}}},
+    # the same, with an idle timeout of its own (which Ray's local form cannot say)
+    {"head_ip": "10.0.0.1", "auth": {"ssh_user": "ops"},
+     "head_node_type": "local.cluster.node",
+     "available_node_types": {"local.cluster.node": {"worker_ips": ["10.0.0.2"],
+                                                     "idle_timeout_s": 30}}},
 ]
 
 
@@ -152,6 +172,8 @@ def accepted_clusters(draw):
             spec["resources"] = {"CPU": draw(st.integers(0, 8))}
         if draw(st.booleans()):
             spec["min_workers"] = draw(st.integers(0, 1))
+        if draw(st.booleans()):
+            spec["idle_timeout_s"] = draw(st.one_of(st.integers(0, 600), st.floats(0, 1e5)))
         types[f"t{index}"] = spec
     head_type = draw(st.sampled_from(sorted(types)))
     for name, spec in types.items():
