@@ -19,8 +19,9 @@ description:
     C(file_mounts), C(cluster_synced_files), C(rsync_exclude), C(rsync_filter) and the
     C(*_commands) lists), or in an existing Ray cluster YAML named by O(ray_cluster_yaml).
   - Beyond Ray, C(available_node_types) may give each node type its own C(worker_ips),
-    C(resources), C(labels), C(min_workers), C(max_workers), C(initialization_commands) and
-    C(worker_setup_commands), so that GPU boxes and CPU boxes form separate pools.
+    C(resources), C(labels), C(min_workers), C(max_workers), C(idle_timeout_s) (Ray's, in
+    seconds), C(initialization_commands) and C(worker_setup_commands), so that GPU boxes and
+    CPU boxes form separate pools.
     C(head_node_type) names the head's type. C(head_ip) and C(worker_ips) are also accepted at
     the top level.
   - An entry of C(worker_ips) is an IP address, a hostname, a range C(10.0.0.5-10.0.0.20) or
