@@ -7,7 +7,9 @@ The wheel is, in this order: `wheel` when given; built from `source` when it is 
 (it has pyproject.toml and the agent's package), once per content (cached under
 `cache/<content hash>/`, from a clean copy, with fixed timestamps: the same sources give the
 same bytes, so the head's copy changes only when the code does); else
-onprem_ray-<version>-py3-none-any.whl of `wheelhouse`.
+onprem_ray-<version>-py3-none-any.whl of `wheelhouse`; else, when the collection is part of an
+installed onprem-ray distribution (`pip install onprem-ray`), that distribution packed again
+into a wheel (cached under `cache/installed-<content hash>/`).
 `agent_wheel()` returns {"wheel": path, "built": bool, "sha256": the wheel's, "code": hash,
 "collections": {name: directory or None}, "trees": {name: tree hash or None}};
 `code` changes only when the code the agent's process runs changes (its package and the
@@ -140,6 +142,59 @@ def collection_dir(name: str, search_paths: list[str]) -> str | None:
     return None
 
 
+# Files an installer adds to a distribution's metadata: not part of the wheel.
+_INSTALLER_FILES = ("INSTALLER", "REQUESTED", "RECORD", "direct_url.json")
+
+
+def repack_installed(source: str, cache: str, path: list[str] | None = None) -> str | None:
+    """The wheel of the onprem-ray distribution installed where `source` (the collection) is,
+    packed again from its installed files (`pip install onprem-ray` is then all a controller
+    needs); None when the collection is not part of an installed distribution."""
+    from importlib import metadata  # only here: the rest needs none of it
+
+    where = {"path": path} if path else {}
+    for dist in metadata.distributions(name="onprem-ray", **where):
+        collection = os.path.realpath(str(dist.locate_file("ansible_collections/onprem/ray")))
+        if collection != source or not dist.files:
+            continue
+        files = sorted(str(f) for f in dist.files
+                       if not str(f).startswith("..") and "__pycache__" not in str(f)
+                       and not (".dist-info/" in str(f)
+                                and str(f).rsplit("/", 1)[-1] in _INSTALLER_FILES))
+        digest = hashlib.sha256()
+        for relative in files:
+            with open(dist.locate_file(relative), "rb") as stream:
+                digest.update(relative.encode() + b"\0" + stream.read() + b"\0")
+        target = os.path.join(cache, f"installed-{digest.hexdigest()[:20]}")
+        name = f"onprem_ray-{dist.version}-py3-none-any.whl"
+        if not os.path.isfile(os.path.join(target, name)):
+            _write_wheel(dist, files, target, name)
+        return os.path.join(target, name)
+    return None
+
+
+def _write_wheel(dist, files: list[str], target: str, name: str) -> None:
+    """A wheel of `files` (paths relative to site-packages) with a new RECORD, fixed times."""
+    import base64
+    import zipfile
+
+    os.makedirs(target, exist_ok=True)
+    info = next(f.split("/", 1)[0] for f in files if f.split("/", 1)[0].endswith(".dist-info"))
+    partial = os.path.join(target, f".{name}.{os.getpid()}")
+    record = []
+    with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as wheel:
+        for relative in files:
+            with open(dist.locate_file(relative), "rb") as stream:
+                data = stream.read()
+            wheel.writestr(zipfile.ZipInfo(relative, date_time=(1980, 1, 1, 0, 0, 0)), data)
+            hashed = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=")
+            record.append(f"{relative},sha256={hashed.decode()},{len(data)}")
+        record.append(f"{info}/RECORD,,")
+        wheel.writestr(zipfile.ZipInfo(f"{info}/RECORD", date_time=(1980, 1, 1, 0, 0, 0)),
+                       "\n".join(record) + "\n")
+    os.replace(partial, os.path.join(target, name))
+
+
 def find_wheel(args: dict) -> tuple[str, bool]:
     if args.get("wheel"):
         wheel = os.path.expanduser(args["wheel"])
@@ -157,6 +212,9 @@ def find_wheel(args: dict) -> tuple[str, bool]:
     wheelhouse = os.path.expanduser(args.get("wheelhouse") or "")
     if wheelhouse and os.path.isfile(os.path.join(wheelhouse, name)):
         return os.path.realpath(os.path.join(wheelhouse, name)), False
+    repacked = repack_installed(source, os.path.expanduser(args["cache"]))
+    if repacked is not None:
+        return repacked, False
     raise WheelError(
         f"the head's agent is installed from the onprem-ray wheel: {source} is not a checkout "
         f"to build it from, and {name} is not in ray_wheelhouse_dir "

@@ -17,6 +17,7 @@ import yaml
 from ansible_collections.onprem.ray.plugins.plugin_utils.agent_wheel import (
     WheelError,
     agent_wheel,
+    repack_installed,
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -171,3 +172,32 @@ def test_the_code_version_changes_with_the_agents_code_only(tmp_path):
         (source / "agent/onprem_ray_agent/model.py").read_text() + "# changed\n")
     code_changed = agent_wheel(args, [])
     assert code_changed["code"] != first["code"]
+
+
+def test_an_installed_distribution_is_packed_again_into_the_same_wheel(wheel, tmp_path):
+    """`pip install onprem-ray` is all a controller needs: the collection found inside an
+    installed distribution gives the head a wheel of that distribution, with the same files
+    as the one it was installed from, installable again, and the same bytes on each run."""
+    target = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
+                    "--no-index", "--target", str(target), str(wheel)],
+                   check=True, capture_output=True)
+    collection = os.path.realpath(target / "ansible_collections" / "onprem" / "ray")
+    assert repack_installed(collection, str(tmp_path / "cache"), path=[str(tmp_path)]) is None
+    repacked = Path(repack_installed(collection, str(tmp_path / "cache"), path=[str(target)]))
+    assert repacked.name == wheel.name
+    original, again = zipfile.ZipFile(wheel), zipfile.ZipFile(repacked)
+    names = sorted(n for n in original.namelist() if not n.endswith(".dist-info/RECORD"))
+    assert names and names == sorted(n for n in again.namelist()
+                                     if not n.endswith(".dist-info/RECORD"))
+    assert all(original.read(name) == again.read(name) for name in names)
+    first = repacked.read_bytes()
+    repacked.unlink()
+    assert Path(repack_installed(collection, str(tmp_path / "cache"),
+                                 path=[str(target)])).read_bytes() == first
+    reinstalled = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet",
+                                  "--no-deps", "--no-index", "--target",
+                                  str(tmp_path / "again"), str(repacked)],
+                                 capture_output=True, text=True, check=False)
+    assert reinstalled.returncode == 0, reinstalled.stderr
+    assert (tmp_path / "again" / "onprem_ray_agent" / "policy" / "scale_up.py").is_file()
