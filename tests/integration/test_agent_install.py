@@ -28,6 +28,7 @@ pytestmark = [pytest.mark.pool]
 
 REPO = Path(__file__).resolve().parents[2]
 UNIT = "onprem-ray-agent.service"
+STATE_DIR = "/var/lib/onprem-ray/agent"
 HEAD_KEY = "/home/ops/.ssh/onprem_ray_head_key"
 
 
@@ -45,6 +46,11 @@ def migrated(pool: pools.Pool, tmp_path_factory: pytest.TempPathFactory
     for machine in pool.workers:  # start from no worker running
         pool.ssh(machine, "sudo", "systemctl", "disable", "--now", "onprem-ray.service",
                  check=False)
+    # ... and from an agent that remembers nothing: earlier tests on this pool leave records
+    # (failed adds, backoffs, other node types) that are theirs, not this module's.
+    pool.ssh(pool.head, "sudo", "systemctl", "stop", UNIT, check=False)
+    pool.ssh(pool.head, "sudo", "rm", "-f", f"{STATE_DIR}/state.db", f"{STATE_DIR}/state.db-wal",
+             f"{STATE_DIR}/state.db-shm", check=False)
     result = cluster.playbook("up", "-e", "head_agent_interval=1")
     assert all(r["failed"] == 0 for r in recap(result.stdout).values())
     made = Autoscaled(cluster=cluster, unreachable="")
