@@ -199,7 +199,8 @@ def test_exec_on_one_node_and_on_all_nodes(cluster, cfile):
     assert f"== {worker.ip}: exit code 1" in failing.stderr
 
 
-def test_exec_port_forward_reaches_the_heads_dashboard(cfile):
+def test_exec_port_forward_reaches_the_heads_dashboard(cluster, cfile):
+    dashboard_serving(cluster)
     port = free_port()
     process = subprocess.Popen([*COMMAND, "exec", "--port-forward", f"{port}:8265", cfile,
                                 "sleep 20"], env=ENV, cwd=REPO_ROOT,
@@ -338,7 +339,8 @@ def test_rsync_up_to_every_node_and_down_from_each(cluster, cfile, tmp_path):
     assert missing.returncode == 70 and "rsync exited" in missing.stderr
 
 
-def test_dashboard_forwards_the_heads_dashboard_until_interrupted(cfile):
+def test_dashboard_forwards_the_heads_dashboard_until_interrupted(cluster, cfile):
+    dashboard_serving(cluster)
     port = free_port()
     process = subprocess.Popen([*COMMAND, "dashboard", "--port", str(port), cfile], env=ENV,
                                cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -520,6 +522,12 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def dashboard_serving(cluster) -> None:
+    """Ray's dashboard answers on the head's own address (reached from this host): after a
+    restart of Ray it takes a while on a busy machine, which is not what the tunnel tests test."""
+    assert http_status(f"http://{cluster.pool.head.ip}:8265/", within_s=180) == 200
 
 
 def http_status(url: str, within_s: float) -> int:
