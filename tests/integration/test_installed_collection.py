@@ -22,9 +22,9 @@ max_worker: 1
 """
 
 
-def galaxy(*args: str, cwd: Path) -> str:
-    done = subprocess.run([str(BIN / "ansible-galaxy"), *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=300, check=False)
+def galaxy(*args: str, cwd: Path, env: dict | None = None) -> str:
+    done = subprocess.run([str(BIN / "ansible-galaxy"), *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout
 
@@ -43,10 +43,14 @@ def user(tmp_path_factory, artifact) -> dict:
     collection, and nothing of this checkout's settings."""
     home = tmp_path_factory.mktemp("user")
     collections = home / "collections"
-    galaxy("collection", "install", "--no-deps", "-p", str(collections), str(artifact), cwd=home)
     env = {key: value for key, value in os.environ.items() if not key.startswith("ANSIBLE_")}
     env |= {"HOME": str(home), "ANSIBLE_COLLECTIONS_PATH": str(collections),
             "ANSIBLE_NOCOLOR": "1"}
+    # Installed as the user would, in the user's environment: with this checkout's settings,
+    # ansible-galaxy would find the checkout's own onprem.ray and install nothing.
+    galaxy("collection", "install", "--no-deps", "-p", str(collections), str(artifact),
+           cwd=home, env=env)
+    assert (collections / "ansible_collections/onprem/ray/playbooks/up.yml").is_file()
     return {"dir": home, "env": env}
 
 
