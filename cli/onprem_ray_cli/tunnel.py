@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import select
 import socket
+import sys
+import threading
 import time
 
 from fabric import Connection
@@ -44,11 +47,70 @@ def check_free(port: int) -> None:
 
 @contextlib.contextmanager
 def forward(connection: Connection, local_port: int, remote_host: str, remote_port: int):
-    """localhost:local_port -> remote_host:remote_port as the machine reaches it."""
+    """localhost:local_port -> remote_host:remote_port as the machine reaches it.
+
+    Like `ssh -L`: a connection the far end refuses or resets ends that connection alone,
+    with a line on stderr; the forward stays up until the block ends. (fabric's
+    forward_local re-raises any such error when it closes, which turned one reset browser
+    connection into a failed command, and could wait on a stuck connection for ever.)"""
     check_free(local_port)
-    with connection.forward_local(local_port, remote_port=remote_port,
-                                  remote_host=remote_host, local_host="127.0.0.1"):
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", local_port))
+    listener.listen(16)
+    stop = threading.Event()
+    accepting = threading.Thread(
+        target=_accept, args=(listener, connection.transport, (remote_host, remote_port), stop),
+        name=f"forward-{local_port}", daemon=True)
+    accepting.start()
+    try:
         yield f"http://127.0.0.1:{local_port}"
+    finally:
+        stop.set()
+        listener.close()
+        accepting.join(timeout=2)
+
+
+_POLL_S = 0.5
+
+
+def _accept(listener: socket.socket, transport, target: tuple[str, int],
+            stop: threading.Event) -> None:
+    listener.settimeout(_POLL_S)
+    while not stop.is_set():
+        try:
+            client, origin = listener.accept()
+        except TimeoutError:
+            continue
+        except OSError:
+            return  # the listener was closed: the forward ends
+        try:
+            channel = transport.open_channel("direct-tcpip", target, origin, timeout=15)
+        except Exception as err:  # any failure ends this connection alone
+            cause = str(err) or type(err).__name__
+            print(f"port forward to {target[0]}:{target[1]}: open failed: {cause}",
+                  file=sys.stderr, flush=True)
+            client.close()
+            continue
+        threading.Thread(target=_pump, args=(client, channel, stop), daemon=True).start()
+
+
+def _pump(client: socket.socket, channel, stop: threading.Event) -> None:
+    """Copy both ways until either side closes (or resets) or the forward ends."""
+    try:
+        while not stop.is_set():
+            ready, _, _ = select.select([client, channel], [], [], _POLL_S)
+            for source, sink in ((client, channel), (channel, client)):
+                if source in ready:
+                    data = source.recv(32768)
+                    if not data:
+                        return
+                    sink.sendall(data)
+    except OSError:
+        return  # a reset on either side ends this connection, as with ssh -L
+    finally:
+        channel.close()
+        client.close()
 
 
 def dashboard(args: argparse.Namespace) -> int:
