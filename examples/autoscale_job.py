@@ -1,10 +1,9 @@
 """A sample Ray job that needs more machines than are running: 8 one-CPU tasks of 20 s at once.
 
 On the demo's head (2 CPUs) six of them wait: that pending demand is what the onprem.ray agent
-reads to start spare workers; as they join, the waiting tasks run there. Run it on the head, in
-Ray's environment (the demo does this for you):
-    sudo -u ray RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH=/etc/ray/auth_token \
-        /opt/ray/venv/bin/python autoscale_job.py
+reads to start spare workers; as they join, the waiting tasks run there. Run it on the head
+(the demo does this for you):
+    onprem-ray submit cluster.yml examples/autoscale_job.py
 """
 
 import collections
