@@ -184,7 +184,7 @@ def _build(kind: Callable[..., Any], where: str, **values: Any) -> Any:
 # ---------------------------------------------------------------- reading
 
 _CONFIG_NUMBERS = ("upscaling_speed", "idle_timeout_minutes", "provision_timeout_s",
-                   "backoff_base_s", "backoff_max_s", "drain_deadline_s")
+                   "backoff_base_s", "backoff_max_s", "drain_deadline_s", "cancel_join_after_s")
 _CONFIG_INTEGERS = ("min_workers", "max_concurrent_launches", "quarantine_after_failures")
 
 

@@ -77,7 +77,7 @@ def test_demand_adds_machines_and_they_join_when_ray_lists_them(world):
     ("successful", OK, "", "joining", 0),
     ("failed", FAILED, "Install Ray: pip: no matching distribution", "failed", 1),
     ("failed", UNREACHABLE, "Gather: ssh: connect to host port 22: No route", "failed", 1),
-    ("canceled", None, "", "failed", 1),
+    ("canceled", None, "", "draining", 0),  # no fault: retired (then spare), no backoff
     ("timeout", None, "", "failed", 1),
 ])
 def test_an_add_runs_outcome_on_its_machine(world, status, outcome, error, state, failures):
