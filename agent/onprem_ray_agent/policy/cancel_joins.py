@@ -47,8 +47,9 @@ def cancel_joins(ctx: Context) -> None:
 
 
 def _running_joins(ctx: Context) -> dict[str, list[Machine]]:
-    """Add runs still running, by request id, whose machines are all joining and stay in the
-    pool (a run whose machine joined, failed or leaves is left to end by itself)."""
+    """Add runs still running, by request id, whose machines are all joining, of one node
+    type, and stay in the pool (a run whose machine joined, failed or leaves is left to end
+    by itself)."""
     runs: dict[str, list[Machine]] = {}
     for ip in sorted(ctx.current, key=ip_sort_key):
         machine = ctx.current[ip]
@@ -56,7 +57,8 @@ def _running_joins(ctx: Context) -> dict[str, list[Machine]]:
                                    or machine.request_id in ctx.running_adds):
             runs.setdefault(machine.request_id, []).append(machine)
     return {run_id: machines for run_id, machines in runs.items()
-            if all(m.state == S.JOINING and m.ip not in ctx.leaving for m in machines)}
+            if all(m.state == S.JOINING and m.ip not in ctx.leaving
+                   and m.node_type == machines[0].node_type for m in machines)}
 
 
 def _needed(ctx: Context, runs: dict[str, list[Machine]]) -> set[str]:
@@ -85,8 +87,10 @@ def _protected_types(ctx: Context, joining: set[str]) -> set[str]:
     types, when the cluster is), resources unknown, or machines added by this decision."""
     config = ctx.config
     names = {t.name for t in config.node_types}
+    retiring = ctx.ips_of(ActionKind.RETIRE)  # scale-down's retirements leave `current` as is
     running = Counter(m.node_type for ip, m in ctx.current.items()
-                      if m.state == S.ACTIVE and ip not in ctx.leaving and ip not in joining)
+                      if m.state == S.ACTIVE and ip not in ctx.leaving and ip not in joining
+                      and ip not in retiring)
     if sum(running.values()) < config.min_workers:
         return names
     protected = {t.name for t in config.node_types

@@ -145,6 +145,10 @@ class Context:
         """The node types this decision has actions of `kind` for so far."""
         return {key[3] for key in self._actions if key[1] == kind}
 
+    def ips_of(self, kind: ActionKind) -> set[str]:
+        """The machines this decision has actions of `kind` for so far."""
+        return {ip for key, ips in self._actions.items() if key[1] == kind for ip in ips}
+
     def cancel(self, run_id: str, node_type: str, ips: Iterable[str], reason: str) -> None:
         """Record the cancel of the add run `run_id` (its machines change when it ends)."""
         key = (Phase.CANCEL, ActionKind.CANCEL, Event.JOIN_CANCELED, node_type, reason)

@@ -54,11 +54,13 @@ def _observe_one(ctx: Context, machine: Machine) -> None:
                  f"not drained within drain_deadline_s {config.drain_deadline_s:g}")
     elif state == S.CANCELED and ctx.head_alive:
         # retire_workers drains it if Ray lists it, then stops Ray there if it was set up
-        reason = f"its add was canceled ({machine.request_id}): stop what it started"
+        # (one reason for the machines of one run: they retire in one run too)
+        reason = (f"its add was canceled (run {machine.request_id}): retire, to stop what "
+                  "the add started there")
         ctx.current[machine.ip] = transitions.apply(machine, Event.DRAIN_REQUESTED, now,
                                                     reason=reason)
         ctx.act(Phase.RETIRE, ActionKind.RETIRE, Event.DRAIN_REQUESTED, machine.node_type,
-                machine.ip, f"{reason}: retire {machine.ip}")
+                machine.ip, reason)
     elif state == S.CANCELED:
         ctx.notes.append(f"{machine.ip}: its add was canceled; retired once the head is "
                          "ALIVE in Ray")
