@@ -103,7 +103,8 @@ class Agent:
 
     def __init__(self, config: Config, store: StateStore, ray: RayState,
                  runner: PlaybookRunner | None, *, metrics: Metrics | None = None,
-                 dry_run: bool = False, monotonic: Any = time.monotonic) -> None:
+                 dry_run: bool = False, monotonic: Any = time.monotonic,
+                 unneeded_since: Mapping[str, float] | None = None) -> None:
         if not dry_run and runner is None:
             raise ValueError("an agent that acts needs a playbook runner")
         self.config = config
@@ -118,7 +119,7 @@ class Agent:
         self._demand_since: float | None = None
         self._add_demand_seen: dict[str, float] = {}  # ip -> when the demand it is for began
         # Add runs no demand needs, since when (the last decision's); a restart starts afresh.
-        self._unneeded_since: dict[str, float] = {}
+        self._unneeded_since: dict[str, float] = dict(unneeded_since or {})
 
     # ------------------------------------------------------------ configuration
 
