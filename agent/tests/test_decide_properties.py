@@ -9,7 +9,6 @@ comes up and prints the ratios."""
 
 from __future__ import annotations
 
-import dataclasses
 from collections import Counter
 
 from hypothesis import given
@@ -243,21 +242,37 @@ def test_one_action_per_machine_that_runs_something(situation) -> None:
 
 @st.composite
 def join_situations(draw) -> tuple[Config, list[Machine], DemandSnapshot]:
-    """Situations whose joining machines are in add runs (two per node type, or one shared
-    by types as only a damaged store could say), with the demand gone 3 times in 4, and half
-    the time no min_workers."""
-    config, machines, snapshot = draw(situations())
+    """A pool with machines joining in add runs (two per node type, or, one time in ten, runs
+    shared by types as only a damaged store could say), active ones busy or idle, min and
+    max workers, and demand that is gone two times in three."""
+    type_count = draw(st.integers(1, 2))
     shared = draw(st.integers(0, 9)) == 0
-    machines = [dataclasses.replace(m, request_id=(
-        f"add-{'any' if shared else m.node_type}-{draw(st.integers(1, 2))}"))
-        if m.state == S.JOINING else m for m in machines]
-    if draw(st.integers(0, 3)):
-        snapshot = dataclasses.replace(snapshot, pending=(), placement_groups=())
-    if draw(st.booleans()):  # no min_workers, resources known: what else keeps a join
-        config = dataclasses.replace(config, min_workers=0, node_types=tuple(
-            dataclasses.replace(t, min_workers=0, resources=TYPE_RESOURCES[i])
-            for i, t in enumerate(config.node_types)))
-    return config, machines, snapshot
+    ips = iter(POOL_IPS)
+    node_types, machines, nodes = [], [], [RayNode(ip=HEAD, total={"CPU": 2},
+                                                   available={"CPU": 0})]
+    for index in range(type_count):
+        name, total = f"t{index}", TYPE_RESOURCES[index]
+        members = [next(ips) for _ in range(draw(st.integers(1, 5)))]
+        node_types.append(NodeType(name=name, ips=tuple(members), resources=total,
+                                   min_workers=draw(st.sampled_from([0, 0, 1, 2])),
+                                   max_workers=draw(limits())))
+        for ip in members:
+            state = draw(st.sampled_from([S.SPARE, S.ACTIVE, S.JOINING, S.JOINING]))
+            run_id = (f"add-{'any' if shared else name}-{draw(st.integers(1, 2))}"
+                      if state == S.JOINING else "")
+            machines.append(Machine(ip=ip, node_type=name, state=state, request_id=run_id,
+                                    since=NOW - draw(st.sampled_from([10.0, 100.0]))))
+            if state == S.ACTIVE:
+                busy = draw(st.booleans())
+                nodes.append(RayNode(ip=ip, total=total, available={
+                    key: 0.0 if busy else amount for key, amount in total.items()}))
+    config = Config(head_ip=HEAD, node_types=tuple(node_types),
+                    min_workers=draw(st.sampled_from([0, 0, 1, 3])), max_workers=draw(limits()),
+                    upscaling_speed=1000.0, max_concurrent_launches=100)
+    pending = [] if draw(st.integers(0, 2)) else [
+        BundleDemand(draw(st.sampled_from(SHAPES)), draw(st.integers(1, 6)))
+        for _ in range(draw(st.integers(1, 3)))]
+    return config, machines, DemandSnapshot(pending=tuple(pending), nodes=tuple(nodes))
 
 
 @given(join_situations())
