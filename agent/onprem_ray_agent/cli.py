@@ -58,7 +58,8 @@ def _status(args: argparse.Namespace) -> int:
         return 2
     try:
         # Decide afresh with the running agent's cluster file and GCS unless told others.
-        running_as = (read_status_file(state_dir) or {}).get("agent") or {}
+        last = read_status_file(state_dir) or {}
+        running_as = last.get("agent") or {}
         cluster_file = args.cluster_file or running_as.get("cluster_file")
         gcs_address = args.gcs_address or running_as.get("gcs_address")
         fresh = None
@@ -70,7 +71,12 @@ def _status(args: argparse.Namespace) -> int:
             except (ConfigError, SettingsError) as err:
                 print(f"onprem-ray-agent status: {err}", file=sys.stderr)
                 return 2
-            agent = Agent(loaded.config, store, GcsRayState(gcs_address), None, dry_run=True)
+            # The running agent's count of how long each add run has been unneeded.
+            unneeded = (last.get("decision") or {}).get("unneeded_since") or {}
+            unneeded = {str(run): float(at) for run, at in unneeded.items()
+                        if isinstance(at, int | float)} if isinstance(unneeded, dict) else {}
+            agent = Agent(loaded.config, store, GcsRayState(gcs_address), None, dry_run=True,
+                          unneeded_since=unneeded)
             fresh = agent.iterate(time.time())
         status = collect_status(store, state_dir, fresh)
     finally:
@@ -114,7 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="the head's GCS, e.g. 10.0.0.1:6379")
     run.add_argument("--settings", metavar="FILE",
                      help="the agent's settings file (interval_s, provision_timeout_s, "
-                          "backoff, quarantine, drain deadline, concurrent launches; see "
+                          "backoff, quarantine, drain deadline, concurrent launches, join "
+                          "cancel; see "
                           "docs/agent.md), read again on SIGHUP")
     run.add_argument("--interval", type=float, metavar="SECONDS",
                      help="seconds between iterations, instead of the settings file's "

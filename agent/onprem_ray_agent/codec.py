@@ -9,6 +9,7 @@ nodes' `labels`, `label_selector` and `fallback_label_selectors` of demand, plac
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -184,7 +185,7 @@ def _build(kind: Callable[..., Any], where: str, **values: Any) -> Any:
 # ---------------------------------------------------------------- reading
 
 _CONFIG_NUMBERS = ("upscaling_speed", "idle_timeout_minutes", "provision_timeout_s",
-                   "backoff_base_s", "backoff_max_s", "drain_deadline_s")
+                   "backoff_base_s", "backoff_max_s", "drain_deadline_s", "cancel_join_after_s")
 _CONFIG_INTEGERS = ("min_workers", "max_concurrent_launches", "quarantine_after_failures")
 
 
@@ -324,11 +325,14 @@ class PlanInput:
     machines: tuple[Machine, ...]
     demand: DemandSnapshot
     now: float
+    # Add runs no demand needed, since when (a decision's `unneeded_since`): without it, a
+    # run found unneeded now is only noted, as the agent's first iteration would.
+    unneeded_since: dict[str, float] = dataclasses.field(default_factory=dict)
 
 
 def plan_input_from_dict(value: Any) -> PlanInput:
     data = _object(value, "snapshot", ("config", "now"),
-                   ("format_version", "machines", "demand"))
+                   ("format_version", "machines", "demand", "unneeded_since"))
     version = _integer(data.get("format_version", FORMAT_VERSION), "format_version", 1)
     if version not in READABLE_VERSIONS:
         raise FormatError(f"format_version: {version} is not supported (this agent reads "
@@ -344,7 +348,15 @@ def plan_input_from_dict(value: Any) -> PlanInput:
         machines=machines,
         demand=demand_from_dict(data.get("demand", {}), version=version),
         now=_number(data["now"], "now"),
+        unneeded_since=_times(data.get("unneeded_since", {}), "unneeded_since"),
     )
+
+
+def _times(value: Any, where: str) -> dict[str, float]:
+    if not isinstance(value, Mapping):
+        raise FormatError(f"{where}: expected an object of request ids to times")
+    return {_string(key, f"{where} key"): _number(at, f"{where}.{key}")
+            for key, at in value.items()}
 
 
 # ---------------------------------------------------------------- writing
@@ -376,4 +388,4 @@ def decision_to_dict(decision: Decision) -> dict[str, Any]:
         "actions": [action_to_dict(action) for action in decision.actions],
         "infeasible": [infeasible_to_dict(item) for item in decision.infeasible],
         "notes": list(decision.notes),
-    }
+    } | ({"unneeded_since": dict(decision.unneeded_since)} if decision.unneeded_since else {})

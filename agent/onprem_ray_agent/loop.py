@@ -6,6 +6,8 @@ forget) in one store transaction; each add or retire first records its machines 
 one transaction, then starts the playbook, so a crash in between leaves a run the next agent
 finds unfinished and resolves (`reconcile`). A machine in a running run is never put in
 another run; timeouts of such a machine are left to its run, which has its own time limit.
+An add run that the decision finds no demand needs any more is canceled through the runner;
+the decision gets back, each iteration, since when each such run has been unneeded.
 
 Ray, the runner and the store are injected, so the tests drive iterations with fakes of Ray
 and the runner and the real store.
@@ -101,7 +103,8 @@ class Agent:
 
     def __init__(self, config: Config, store: StateStore, ray: RayState,
                  runner: PlaybookRunner | None, *, metrics: Metrics | None = None,
-                 dry_run: bool = False, monotonic: Any = time.monotonic) -> None:
+                 dry_run: bool = False, monotonic: Any = time.monotonic,
+                 unneeded_since: Mapping[str, float] | None = None) -> None:
         if not dry_run and runner is None:
             raise ValueError("an agent that acts needs a playbook runner")
         self.config = config
@@ -115,6 +118,8 @@ class Agent:
         self._ray_down_since: float | None = None
         self._demand_since: float | None = None
         self._add_demand_seen: dict[str, float] = {}  # ip -> when the demand it is for began
+        # Add runs no demand needs, since when (the last decision's); a restart starts afresh.
+        self._unneeded_since: dict[str, float] = dict(unneeded_since or {})
 
     # ------------------------------------------------------------ configuration
 
@@ -176,7 +181,12 @@ class Agent:
             self._ray_down_since = None
         self._track_demand(demand, now)
         machines = self._machines()
-        decision = decide(self.config, machines.values(), demand, now)
+        running_adds = {run.request_id for run in self.store.runs(limit=1_000_000,
+                                                                  unfinished_only=True)
+                        if run.kind == ActionKind.ADD.value}
+        decision = decide(self.config, machines.values(), demand, now,
+                          running_adds=running_adds, unneeded_since=self._unneeded_since)
+        self._unneeded_since = dict(decision.unneeded_since)
         self._log_infeasible(decision)
         step = _Iteration(now)
         if self.dry_run:
@@ -258,11 +268,13 @@ class Agent:
         busy = self._busy()
         with self.store.transaction():
             for action in decision.actions:
-                if action.kind not in (ActionKind.ADD, ActionKind.RETIRE):
+                if action.kind not in (ActionKind.ADD, ActionKind.RETIRE, ActionKind.CANCEL):
                     self._bookkeeping(action, records, busy, step)
         for action in decision.actions:
             if action.kind in (ActionKind.ADD, ActionKind.RETIRE):
                 self._start_run(action, records, busy, step)
+            elif action.kind == ActionKind.CANCEL:
+                self._cancel_run(action, busy, step)
 
     def _bookkeeping(self, action: Action, records: dict[str, Machine],
                      busy: Mapping[str, str], step: _Iteration) -> None:
@@ -338,6 +350,17 @@ class Agent:
             return
         step.started.append(request_id)
         self._acted(action, ips, step, request_id)
+
+    def _cancel_run(self, action: Action, busy: Mapping[str, str], step: _Iteration) -> None:
+        """Ask the runner to cancel an add run; its machines change when it ends (poll)."""
+        run = self.store.run(action.request_id)
+        if run is None or run.finished is not None or run.kind != ActionKind.ADD.value:
+            step.held.append(f"run {action.request_id}: not canceled, it is no add run "
+                             "still running")
+            return
+        ips = [ip for ip in action.ips if busy.get(ip) == action.request_id]
+        self._runner().cancel(action.request_id)
+        self._acted(action, ips, step, action.request_id)
 
     def _reach(self, action: Action, machine: Machine, step: _Iteration) -> bool:
         """A machine gone from the inventory may still be retired (never added), when the

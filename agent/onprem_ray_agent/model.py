@@ -26,6 +26,7 @@ class MachineState(StrEnum):
     RETIRING = "retiring"  # drained; retire_workers is stopping Ray
     FAILED = "failed"  # the last add, or the node, failed; waits for its backoff
     QUARANTINED = "quarantined"  # failed too often; left alone until an operator releases it
+    CANCELED = "canceled"  # its add run was canceled; retire_workers stops what it started
 
 
 class Event(StrEnum):
@@ -35,6 +36,7 @@ class Event(StrEnum):
     ADD_REQUESTED = "add_requested"
     JOINED = "joined"  # seen ALIVE in Ray
     ADD_FAILED = "add_failed"
+    JOIN_CANCELED = "join_canceled"  # its add run was canceled: no demand needed it any more
     UNREACHABLE = "unreachable"
     PROVISION_TIMEOUT = "provision_timeout"
     LOST = "lost"  # active, but Ray no longer lists it ALIVE
@@ -72,6 +74,7 @@ class ActionKind(StrEnum):
     FORGET = "forget"  # drop the record of an IP gone from the inventory
     RETIRE = "retire"  # drain in Ray, then run retire_workers
     ADD = "add"  # run add_workers
+    CANCEL = "cancel"  # cancel the add run `request_id`: no demand needs its machines
 
 
 class DemandKind(StrEnum):
@@ -233,6 +236,8 @@ class Config:
     backoff_max_s: float = 900.0
     quarantine_after_failures: int = 5
     drain_deadline_s: float = 300.0
+    # A running add whose machines no demand needs for this long is canceled.
+    cancel_join_after_s: float = 30.0
 
     def __post_init__(self) -> None:
         if not self.head_ip:
@@ -259,6 +264,10 @@ class Config:
             value = getattr(self, name)
             if not (value >= 0 and math.isfinite(value)):
                 raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+        if not (self.cancel_join_after_s > 0 and math.isfinite(self.cancel_join_after_s)):
+            raise ValueError("cancel_join_after_s must be a finite number > 0 (to never "
+                             "cancel a join, set it above provision_timeout_s), got "
+                             f"{self.cancel_join_after_s!r}")
 
     @property
     def backoff(self) -> Backoff:
@@ -406,6 +415,9 @@ class Decision:
     actions: tuple[Action, ...] = ()
     infeasible: tuple[Infeasible, ...] = ()
     notes: tuple[str, ...] = ()
+    # Add runs still running that no demand needs: request id -> since when. The loop gives
+    # it back to the next decision, which cancels a run once this is cancel_join_after_s old.
+    unneeded_since: Mapping[str, float] = field(default_factory=dict)
 
     def of_kind(self, kind: ActionKind) -> tuple[Action, ...]:
         return tuple(action for action in self.actions if action.kind == kind)

@@ -30,7 +30,8 @@ def load(path: str | Path) -> PlanInput:
 
 
 def plan(snapshot: PlanInput) -> Decision:
-    return decide(snapshot.config, snapshot.machines, snapshot.demand, snapshot.now)
+    return decide(snapshot.config, snapshot.machines, snapshot.demand, snapshot.now,
+                  unneeded_since=snapshot.unneeded_since)
 
 
 def plan_file(path: str | Path) -> dict[str, Any]:

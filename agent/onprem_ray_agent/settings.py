@@ -13,6 +13,7 @@ they are validated in one place. SIGHUP reads the file again, with the cluster f
     backoff_max_s: 900.0
     quarantine_after_failures: 5     # consecutive failures; 0: never quarantined
     drain_deadline_s: 300.0          # a drain not done by then fails (the machine stays active)
+    cancel_join_after_s: 30.0        # an add no demand needs for this long is canceled (> 0)
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ DECISION_KEYS: Mapping[str, type] = {
     "backoff_max_s": float,
     "quarantine_after_failures": int,
     "drain_deadline_s": float,
+    "cancel_join_after_s": float,
 }
 KEYS: Mapping[str, type] = {"interval_s": float, **DECISION_KEYS}
 

@@ -26,6 +26,10 @@ TRANSITIONS: dict[tuple[MachineState | None, Event], MachineState | None] = {
     (S.JOINING, E.ADD_FAILED): S.FAILED,
     (S.JOINING, E.UNREACHABLE): S.FAILED,
     (S.JOINING, E.PROVISION_TIMEOUT): S.FAILED,
+    # the agent canceled its add run, no demand needing it: not a fault of the machine (no
+    # failure, no backoff); retire_workers then stops whatever the run had started there
+    (S.JOINING, E.JOIN_CANCELED): S.CANCELED,
+    (S.CANCELED, E.DRAIN_REQUESTED): S.DRAINING,
     # the raylet died and did not come back, or the machine went away
     (S.ACTIVE, E.LOST): S.FAILED,
     (S.ACTIVE, E.IDLE_EXPIRED): S.DRAINING,

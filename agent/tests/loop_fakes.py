@@ -71,6 +71,7 @@ class FakeRunner:
     _running: dict[str, Started] = field(default_factory=dict)
     _done: list[RunResult] = field(default_factory=list)
     canceled: list[str] = field(default_factory=list)
+    cancel_ends_run: bool = True  # False: a cancel lands later, when the test finishes the run
 
     def start(self, request_id, playbook, ips, extravars=None, timeout_s=None) -> None:
         ips = tuple(ips)
@@ -117,7 +118,8 @@ class FakeRunner:
     def cancel(self, request_id: str) -> None:
         if request_id in self._running:
             self.canceled.append(request_id)
-            self.finish(request_id, status="canceled", hosts={})
+            if self.cancel_ends_run:
+                self.finish(request_id, status="canceled", hosts={})
 
     def cancel_all(self) -> None:
         for request_id in self.running():

@@ -40,6 +40,12 @@ SHAPES = [{"CPU": 1}, {"CPU": 3}, {"CPU": 2, "GPU": 1}, {"GPU": 2}, {"disk": 1},
 NOW = 10_000.0
 
 
+def _decide(config: Config, machines: list[Machine], snapshot: DemandSnapshot) -> Decision:
+    """decide() with every add run unneeded for long already: cancels can come up."""
+    unneeded = {m.request_id: NOW - 1000.0 for m in machines if m.request_id}
+    return decide(config, machines, snapshot, NOW, unneeded_since=unneeded)
+
+
 def limits():
     return st.one_of(st.none(), st.integers(0, 6))
 
@@ -154,6 +160,10 @@ def _replay(config: Config, machines: list[Machine], decision: Decision) -> dict
     records = {m.ip: m for m in machines}
     for action in decision.actions:
         for ip in action.ips:
+            if action.kind == ActionKind.CANCEL:
+                # the event applies when the run ends; it must be legal then as now
+                transitions.target(records[ip].state, action.event, ip)
+                continue
             if action.kind == ActionKind.ADMIT:
                 assert ip not in records, f"{ip} admitted twice"
                 records[ip] = transitions.admit(ip, action.node_type, NOW)
@@ -225,9 +235,73 @@ def test_never_exceeds_max_workers(situation) -> None:
 def test_one_action_per_machine_that_runs_something(situation) -> None:
     config, machines, snapshot = situation
     decision = decide(config, machines, snapshot, NOW)
-    ran = [ip for a in decision.actions if a.kind in (ActionKind.ADD, ActionKind.RETIRE)
-           for ip in a.ips]
+    ran = [ip for a in decision.actions
+           if a.kind in (ActionKind.ADD, ActionKind.RETIRE, ActionKind.CANCEL) for ip in a.ips]
     assert len(ran) == len(set(ran))
+
+
+@st.composite
+def join_situations(draw) -> tuple[Config, list[Machine], DemandSnapshot]:
+    """A pool with machines joining in add runs (two per node type, or, one time in ten, runs
+    shared by types as only a damaged store could say), active ones busy or idle, min and
+    max workers, and demand that is gone two times in three."""
+    type_count = draw(st.integers(1, 2))
+    shared = draw(st.integers(0, 9)) == 0
+    ips = iter(POOL_IPS)
+    node_types, machines, nodes = [], [], [RayNode(ip=HEAD, total={"CPU": 2},
+                                                   available={"CPU": 0})]
+    for index in range(type_count):
+        name, total = f"t{index}", TYPE_RESOURCES[index]
+        members = [next(ips) for _ in range(draw(st.integers(1, 5)))]
+        node_types.append(NodeType(name=name, ips=tuple(members), resources=total,
+                                   min_workers=draw(st.sampled_from([0, 0, 1, 2])),
+                                   max_workers=draw(limits())))
+        for ip in members:
+            state = draw(st.sampled_from([S.SPARE, S.ACTIVE, S.JOINING, S.JOINING]))
+            run_id = (f"add-{'any' if shared else name}-{draw(st.integers(1, 2))}"
+                      if state == S.JOINING else "")
+            machines.append(Machine(ip=ip, node_type=name, state=state, request_id=run_id,
+                                    since=NOW - draw(st.sampled_from([10.0, 100.0]))))
+            if state == S.ACTIVE:
+                busy = draw(st.booleans())
+                nodes.append(RayNode(ip=ip, total=total, available={
+                    key: 0.0 if busy else amount for key, amount in total.items()}))
+    config = Config(head_ip=HEAD, node_types=tuple(node_types),
+                    min_workers=draw(st.sampled_from([0, 0, 1, 3])), max_workers=draw(limits()),
+                    upscaling_speed=1000.0, max_concurrent_launches=100)
+    pending = [] if draw(st.integers(0, 2)) else [
+        BundleDemand(draw(st.sampled_from(SHAPES)), draw(st.integers(1, 6)))
+        for _ in range(draw(st.integers(1, 3)))]
+    return config, machines, DemandSnapshot(pending=tuple(pending), nodes=tuple(nodes))
+
+
+@given(join_situations())
+def test_a_cancel_is_a_whole_run_of_joining_machines_never_below_min_workers(situation
+                                                                             ) -> None:
+    config, machines, snapshot = situation
+    decision = _decide(config, machines, snapshot)
+    canceled = decision.of_kind(ActionKind.CANCEL)
+    if not canceled:
+        return
+    by_ip = {m.ip: m for m in machines}
+    running = {ip for a in decision.actions if a.kind in (ActionKind.ADD, ActionKind.RETIRE)
+               for ip in a.ips}
+    for action in canceled:
+        run = {m.ip for m in machines if m.request_id == action.request_id and m.ip != HEAD}
+        assert set(action.ips) == run
+        assert not running & run  # nothing double-booked
+        assert all(by_ip[ip].state == S.JOINING and by_ip[ip].node_type == action.node_type
+                   for ip in action.ips)
+    after = _replay(config, machines, decision)
+    inventory = {ip: t.name for t in config.node_types for ip in t.ips if ip != HEAD}
+    active = Counter(m.node_type for ip, m in after.items()
+                     if m.state == S.ACTIVE and inventory.get(ip) == m.node_type)
+    assert sum(active.values()) >= config.min_workers
+    for action in canceled:
+        node_type = config.node_type(action.node_type)
+        assert active[node_type.name] >= node_type.effective_min
+        assert not decision.of_kind(ActionKind.ADD) or action.node_type not in {
+            a.node_type for a in decision.of_kind(ActionKind.ADD)}
 
 
 @given(situations())
@@ -285,3 +359,24 @@ def test_the_generator_reaches_every_side() -> None:
     for side, value in seen.items():
         assert value, f"the generator never reached: {side}"
     assert seen["idle retirement"] * 50 >= total, seen
+
+
+def test_the_join_generator_reaches_both_sides() -> None:
+    """Cancels come up, and so do runs kept because demand or min_workers needs them."""
+    seen: Counter = Counter()
+
+    @given(join_situations())
+    def count(situation) -> None:
+        config, machines, snapshot = situation
+        decision = _decide(config, machines, snapshot)
+        seen["examples"] += 1
+        runs = {m.request_id for m in machines if m.state == S.JOINING and m.ip != HEAD}
+        canceled = {a.request_id for a in decision.of_kind(ActionKind.CANCEL)}
+        seen["a run canceled"] += bool(canceled)
+        seen["a run kept"] += bool(runs - canceled)
+
+    count()
+    total = seen["examples"]
+    print(f"\njoin sides reached of {total}: {dict(seen)}")
+    assert seen["a run canceled"] * 20 >= total, seen
+    assert seen["a run kept"] * 20 >= total, seen

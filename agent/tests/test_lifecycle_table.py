@@ -8,7 +8,7 @@ import pytest
 
 from onprem_ray_agent import transitions
 from onprem_ray_agent.model import Backoff, Event, Machine, MachineState
-from onprem_ray_agent.transitions import TRANSITIONS, IllegalTransition
+from onprem_ray_agent.transitions import TRANSITIONS, IllegalTransition, legal_events
 
 S, E = MachineState, Event
 NOW = 5000.0
@@ -21,6 +21,8 @@ LEGAL = [
     (S.JOINING, E.ADD_FAILED, S.FAILED),
     (S.JOINING, E.UNREACHABLE, S.FAILED),
     (S.JOINING, E.PROVISION_TIMEOUT, S.FAILED),
+    (S.JOINING, E.JOIN_CANCELED, S.CANCELED),
+    (S.CANCELED, E.DRAIN_REQUESTED, S.DRAINING),
     (S.ACTIVE, E.LOST, S.FAILED),
     (S.ACTIVE, E.IDLE_EXPIRED, S.DRAINING),
     (S.ACTIVE, E.DRAIN_REQUESTED, S.DRAINING),
@@ -144,3 +146,24 @@ def test_a_failed_drain_keeps_its_error() -> None:
     active = transitions.apply(machine(S.DRAINING), E.DRAIN_FAILED, NOW,
                                error="node is busy")
     assert (active.state, active.last_error, active.failures) == (S.ACTIVE, "node is busy", 0)
+
+
+def test_a_canceled_join_is_retired_to_spare_without_a_failure_or_a_backoff() -> None:
+    """join_canceled, then the normal retire path (drain, stop Ray) back to spare: the
+    failure count, the backoff and the last error are those the machine had before."""
+    before = machine(S.JOINING, failures=2, next_attempt_at=77.0, last_error="apt: 404",
+                     success_count=1, request_id="add-cpu-1-abc")
+    path = [(E.JOIN_CANCELED, S.CANCELED), (E.DRAIN_REQUESTED, S.DRAINING),
+            (E.DRAINED, S.RETIRING), (E.RETIRED, S.SPARE)]
+    current = before
+    for step, (event, expected) in enumerate(path):
+        current = transitions.apply(current, event, NOW + step, backoff=Backoff(10, 1000))
+        assert current.state == expected
+        assert (current.failures, current.next_attempt_at, current.last_error) == (
+            2, 77.0, "apt: 404")
+    assert current.success_count == 1
+    assert E.JOIN_CANCELED not in transitions.FAILURE_EVENTS
+
+
+def test_a_canceled_machine_is_neither_added_nor_adopted_before_it_is_retired() -> None:
+    assert legal_events(S.CANCELED) == (E.DRAIN_REQUESTED,)

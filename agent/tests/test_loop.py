@@ -77,7 +77,7 @@ def test_demand_adds_machines_and_they_join_when_ray_lists_them(world):
     ("successful", OK, "", "joining", 0),
     ("failed", FAILED, "Install Ray: pip: no matching distribution", "failed", 1),
     ("failed", UNREACHABLE, "Gather: ssh: connect to host port 22: No route", "failed", 1),
-    ("canceled", None, "", "failed", 1),
+    ("canceled", None, "", "draining", 0),  # no fault: retired (then spare), no backoff
     ("timeout", None, "", "failed", 1),
 ])
 def test_an_add_runs_outcome_on_its_machine(world, status, outcome, error, state, failures):
@@ -276,3 +276,58 @@ def test_a_new_inventory_takes_effect_at_the_next_iteration(world):
     world.agent.iterate(NOW + 5)
     assert set(world.states()) == set(CPU[:2])
     assert HEAD not in world.states()
+
+
+def test_an_add_no_demand_needs_is_canceled_and_its_machines_retired_to_spare(world):
+    world.ray.want(2, CPU=4)
+    world.agent.iterate(NOW)
+    add = world.runner.last()
+    assert add.ips == (CPU[0], CPU[1])
+    world.ray.want(0)  # the job was canceled
+    grace = world.agent.config.cancel_join_after_s
+    world.agent.iterate(NOW + 5)  # demand gone since now: within the grace
+    world.agent.iterate(NOW + 5 + grace - 1)
+    assert world.runner.canceled == []
+    report = world.agent.iterate(NOW + 5 + grace)
+    (cancel,) = [a for a in report.acted if a.kind == ActionKind.CANCEL]
+    assert (cancel.request_id, cancel.ips) == (add.request_id, (CPU[0], CPU[1]))
+    assert world.runner.canceled == [add.request_id]
+    assert world.states() == {CPU[0]: "joining", CPU[1]: "joining", CPU[2]: "spare"}
+
+    # The run ends canceled: canceled, then retired at once, without a failure or a backoff.
+    report = world.agent.iterate(NOW + 40)
+    assert world.store.run(add.request_id).outcome == "canceled"
+    retire = world.runner.last()
+    assert (retire.playbook, retire.ips) == (RETIRE_WORKERS, (CPU[0], CPU[1]))
+    assert report.started == (retire.request_id,)
+    assert world.states() == {CPU[0]: "draining", CPU[1]: "draining", CPU[2]: "spare"}
+    world.runner.finish(retire.request_id)
+    world.agent.iterate(NOW + 45)
+    assert world.states() == dict.fromkeys(CPU, "spare")
+    for address in CPU[:2]:
+        machine = world.store.machine(address)
+        assert (machine.failures, machine.next_attempt_at, machine.last_error) == (0, 0.0, "")
+    assert world.store.runs(unfinished_only=True) == []
+    assert world.runner.canceled == [add.request_id]  # canceled once
+    # No backoff: demand coming back adds them again at once.
+    world.ray.want(1, CPU=4)
+    world.agent.iterate(NOW + 50)
+    assert (world.runner.last().playbook, world.runner.last().ips) == (ADD_WORKERS, (CPU[0],))
+
+
+def test_a_machine_alive_before_the_cancel_lands_is_simply_active(world):
+    world.runner.cancel_ends_run = False
+    world.ray.want(2, CPU=4)
+    world.agent.iterate(NOW)
+    add = world.runner.last()
+    world.ray.want(0)
+    world.agent.iterate(NOW + 5)
+    world.agent.iterate(NOW + 5 + world.agent.config.cancel_join_after_s)
+    assert world.runner.canceled == [add.request_id]
+    world.ray.alive("cpu", 1)  # Ray started there before the cancel landed
+    world.agent.iterate(NOW + 40)
+    world.runner.finish(add.request_id, "canceled", hosts={})
+    world.agent.iterate(NOW + 45)
+    assert world.states() == {CPU[0]: "active", CPU[1]: "draining", CPU[2]: "spare"}
+    assert world.store.machine(CPU[0]).failures == 0
+    assert world.store.machine(CPU[1]).failures == 0

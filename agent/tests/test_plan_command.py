@@ -245,3 +245,40 @@ def test_without_anything_the_cli_shows_its_commands(capsys) -> None:
     usage = capsys.readouterr().err
     for command in cli.COMMANDS:
         assert command in usage
+
+
+def _joining_snapshot(tmp_path: Path, **extra) -> Path:
+    snapshot = {
+        "format_version": 2, "now": 1000.0,
+        "config": {"head_ip": "10.0.0.1", "cancel_join_after_s": 30,
+                   "node_types": {"cpu": {"ips": ["10.0.0.11", "10.0.0.12"],
+                                          "resources": {"CPU": 4}}}},
+        "machines": [{"ip": ip, "node_type": "cpu", "state": "joining", "since": 900.0,
+                      "request_id": "add-cpu-900-abcdef12"} for ip in ("10.0.0.11", "10.0.0.12")],
+        "demand": {"nodes": [{"ip": "10.0.0.1", "total": {}}]},
+    } | extra
+    path = tmp_path / "snapshot.json"
+    path.write_text(json.dumps(snapshot), encoding="utf-8")
+    return path
+
+
+def test_plan_shows_the_cancel_of_a_join_no_demand_needs(tmp_path) -> None:
+    first = plan_file(_joining_snapshot(tmp_path))
+    assert [a["kind"] for a in first["actions"]] == []
+    assert first["unneeded_since"] == {"add-cpu-900-abcdef12": 1000.0}
+    assert any("canceled after cancel_join_after_s 30" in note for note in first["notes"])
+    later = plan_file(_joining_snapshot(tmp_path, unneeded_since=first["unneeded_since"],
+                                        now=1030.0))
+    (cancel,) = later["actions"]
+    assert (cancel["kind"], cancel["event"], cancel["ips"], cancel["request_id"]) == (
+        "cancel", "join_canceled", ["10.0.0.11", "10.0.0.12"], "add-cpu-900-abcdef12")
+    assert "for 30 s, since 1000" in cancel["reason"]
+
+
+def test_plan_refuses_a_bad_unneeded_since(tmp_path) -> None:
+    with pytest.raises(FormatError, match=r"unneeded_since\.add-x: expected a number"):
+        plan_file(_joining_snapshot(tmp_path, unneeded_since={"add-x": "soon"}))
+    with pytest.raises(FormatError, match=r"config: cancel_join_after_s must be a finite "
+                                          r"number > 0"):
+        plan_file(_joining_snapshot(tmp_path, config={
+            "head_ip": "10.0.0.1", "cancel_join_after_s": 0, "node_types": {}}))

@@ -31,12 +31,14 @@ def test_every_setting_is_read_with_its_type(tmp_path):
         backoff_max_s: 60
         quarantine_after_failures: 0
         drain_deadline_s: 30
+        cancel_join_after_s: 45
     """.replace("\n        ", "\n"))
     settings = load_settings(path)
     assert settings.interval_s == 2.0
     assert settings.decision == {
         "max_concurrent_launches": 3, "provision_timeout_s": 120.0, "backoff_base_s": 10.5,
-        "backoff_max_s": 60.0, "quarantine_after_failures": 0, "drain_deadline_s": 30.0}
+        "backoff_max_s": 60.0, "quarantine_after_failures": 0, "drain_deadline_s": 30.0,
+        "cancel_join_after_s": 45.0}
     assert isinstance(settings.decision["max_concurrent_launches"], int)
     assert isinstance(settings.decision["provision_timeout_s"], float)
 
@@ -57,6 +59,9 @@ def test_an_empty_file_keeps_every_default(tmp_path):
     ("backoff_max_s: .inf\n", "backoff_max_s must be a finite number >= 0, got inf"),
     ("quarantine_after_failures: -2\n", "quarantine_after_failures must be >= 0"),
     ("interval_s: 0\n", "interval_s must be a finite number > 0, got 0.0"),
+    ("cancel_join_after_s: 0\n", "cancel_join_after_s must be a finite number > 0 (to never "
+                                 "cancel a join, set it above provision_timeout_s), got 0.0"),
+    ("cancel_join_after_s: -5\n", "cancel_join_after_s must be a finite number > 0"),
     ("- interval_s\n", "expected a mapping of settings, got list"),
     ("interval_s: [\n", "not YAML"),
 ])

@@ -13,16 +13,19 @@ Ray autoscaler v2's `ResourceDemandScheduler.schedule`:
    are, then on new machines of the types that fit it (labels included), within min/max
    workers; then limit the launches (upscaling_speed, concurrency);
 4. scale down (`scale_down.py`): retire above max_workers, then machines idle longer than
-   their type's timeout that host no demand, never below min_workers.
+   their type's timeout that host no demand, never below min_workers;
+5. cancel joins nobody needs any more (`cancel_joins.py`): an add run still running whose
+   machines no demand has needed for cancel_join_after_s is canceled.
 
 Nothing here ever acts on the head or on an IP outside the pool.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Mapping
 
 from onprem_ray_agent.model import Config, Decision, DemandSnapshot, Machine
+from onprem_ray_agent.policy.cancel_joins import cancel_joins
 from onprem_ray_agent.policy.context import OCCUPYING, WORKING, Context, request_id
 from onprem_ray_agent.policy.inventory import follow_inventory
 from onprem_ray_agent.policy.observe import observe
@@ -33,14 +36,18 @@ __all__ = ["MAX_EXACT_SHAPES", "OCCUPYING", "WORKING", "Decision", "decide", "re
 
 
 def decide(config: Config, machines: Iterable[Machine], snapshot: DemandSnapshot,
-           now: float) -> Decision:
-    """What to do at `now`, given the pool's records and Ray's demand."""
-    ctx = Context.build(config, machines, snapshot, now)
+           now: float, *, running_adds: Collection[str] | None = None,
+           unneeded_since: Mapping[str, float] | None = None) -> Decision:
+    """What to do at `now`, given the pool's records and Ray's demand. `running_adds`: the
+    request ids of the add runs still running (None: every joining machine's);
+    `unneeded_since`: the last decision's `Decision.unneeded_since`."""
+    ctx = Context.build(config, machines, snapshot, now, running_adds, unneeded_since)
     observe(ctx)
     follow_inventory(ctx)
     if ctx.head_alive:
         hosted = scale_up(ctx)
         scale_down(ctx, hosted)
+        cancel_joins(ctx)
     else:
         ctx.notes.append(f"the head {ctx.head} is not ALIVE in Ray: no scaling this iteration "
                          "(as Ray's Reconciler waits for the head node)")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
 
@@ -43,6 +43,7 @@ class Phase(IntEnum):
     MARK_ADMITTED = 3
     RETIRE = 4
     ADD = 5
+    CANCEL = 6
 
 
 def request_id(kind: ActionKind, node_type: str, ips: Iterable[str], now: float) -> str:
@@ -87,15 +88,23 @@ class Context:
     leaving: set[str] = field(default_factory=set)
     notes: list[str] = field(default_factory=list)
     infeasible: list[Infeasible] = field(default_factory=list)
+    # The add runs still running (None: every joining machine's run); request id -> since
+    # when no demand needs its machines, as the last decision found, and as this one finds.
+    running_adds: Collection[str] | None = None
+    unneeded_before: Mapping[str, float] = field(default_factory=dict)
+    unneeded_since: dict[str, float] = field(default_factory=dict)
     # (phase, kind, event, node type, reason) -> IPs, in the order first recorded
     _actions: dict[tuple[Phase, ActionKind, Event, str, str], list[str]] = field(
         default_factory=dict)
     _members: dict[str, list[Machine]] | None = None
+    _run_ids: dict[tuple[Phase, ActionKind, Event, str, str], str] = field(default_factory=dict)
 
     @classmethod
     def build(cls, config: Config, machines: Iterable[Machine], snapshot: DemandSnapshot,
-              now: float) -> Context:
-        ctx = cls(config=config, snapshot=snapshot, now=now)
+              now: float, running_adds: Collection[str] | None = None,
+              unneeded_since: Mapping[str, float] | None = None) -> Context:
+        ctx = cls(config=config, snapshot=snapshot, now=now, running_adds=running_adds,
+                  unneeded_before=dict(unneeded_since or {}))
         head = config.head_ip
         for node_type in config.node_types:
             for ip in node_type.ips:
@@ -132,6 +141,20 @@ class Context:
         bucket = self._actions.setdefault((phase, kind, event, node_type, reason), [])
         bucket.extend([ips] if isinstance(ips, str) else ips)
 
+    def node_types_of(self, kind: ActionKind) -> set[str]:
+        """The node types this decision has actions of `kind` for so far."""
+        return {key[3] for key in self._actions if key[1] == kind}
+
+    def ips_of(self, kind: ActionKind) -> set[str]:
+        """The machines this decision has actions of `kind` for so far."""
+        return {ip for key, ips in self._actions.items() if key[1] == kind for ip in ips}
+
+    def cancel(self, run_id: str, node_type: str, ips: Iterable[str], reason: str) -> None:
+        """Record the cancel of the add run `run_id` (its machines change when it ends)."""
+        key = (Phase.CANCEL, ActionKind.CANCEL, Event.JOIN_CANCELED, node_type, reason)
+        self._actions.setdefault(key, []).extend(ips)
+        self._run_ids[key] = run_id
+
     def mark(self, machine: Machine, event: Event, reason: str,
              phase: Phase = Phase.MARK) -> None:
         """Record an observation or a timeout of `machine` (runs nothing)."""
@@ -164,8 +187,10 @@ class Context:
             _, kind, event, node_type, reason = key
             ips = tuple(self._actions[key])
             runs = kind in (ActionKind.ADD, ActionKind.RETIRE)
-            actions.append(Action(
-                kind=kind, event=event, ips=ips, node_type=node_type, reason=reason,
-                request_id=request_id(kind, node_type, ips, self.now) if runs else ""))
+            run_id = (request_id(kind, node_type, ips, self.now) if runs
+                      else self._run_ids.get(key, ""))
+            actions.append(Action(kind=kind, event=event, ips=ips, node_type=node_type,
+                                  reason=reason, request_id=run_id))
         return Decision(now=self.now, actions=tuple(actions),
-                        infeasible=tuple(self.infeasible), notes=tuple(self.notes))
+                        infeasible=tuple(self.infeasible), notes=tuple(self.notes),
+                        unneeded_since=dict(self.unneeded_since))

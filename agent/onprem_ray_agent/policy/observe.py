@@ -1,11 +1,13 @@
 """Policy 1, observe: what Ray and the clock say about each recorded machine. Machines seen
 ALIVE join, joins that take too long fail, failed machines whose backoff elapsed become spare
-(or are quarantined), drains past their deadline fail."""
+(or are quarantined), drains past their deadline fail, machines whose add was canceled are
+retired (whatever the add started there is stopped) before they are spare."""
 
 from __future__ import annotations
 
-from onprem_ray_agent.model import Event, Machine, MachineState, ip_sort_key
-from onprem_ray_agent.policy.context import Context, plural, seconds
+from onprem_ray_agent import transitions
+from onprem_ray_agent.model import ActionKind, Event, Machine, MachineState, ip_sort_key
+from onprem_ray_agent.policy.context import Context, Phase, plural, seconds
 
 S = MachineState
 
@@ -50,6 +52,18 @@ def _observe_one(ctx: Context, machine: Machine) -> None:
     elif state == S.DRAINING and now - machine.since > config.drain_deadline_s:
         ctx.mark(machine, Event.DRAIN_FAILED,
                  f"not drained within drain_deadline_s {config.drain_deadline_s:g}")
+    elif state == S.CANCELED and ctx.head_alive:
+        # retire_workers drains it if Ray lists it, then stops Ray there if it was set up
+        # (one reason for the machines of one run: they retire in one run too)
+        reason = (f"its add was canceled (run {machine.request_id}): retire, to stop what "
+                  "the add started there")
+        ctx.current[machine.ip] = transitions.apply(machine, Event.DRAIN_REQUESTED, now,
+                                                    reason=reason)
+        ctx.act(Phase.RETIRE, ActionKind.RETIRE, Event.DRAIN_REQUESTED, machine.node_type,
+                machine.ip, reason)
+    elif state == S.CANCELED:
+        ctx.notes.append(f"{machine.ip}: its add was canceled; retired once the head is "
+                         "ALIVE in Ray")
     elif state == S.QUARANTINED and alive:
         ctx.notes.append(f"{machine.ip} is quarantined but ALIVE in Ray: left alone "
                          f"({machine.reason})")

@@ -65,6 +65,15 @@ def scale_up(ctx: Context) -> dict[str, SimNode]:
     return _ScaleUp(ctx).run()
 
 
+def machines_needed(ctx: Context) -> dict[str, int]:
+    """How many machines of each type scale-up would add for this demand, before the launch
+    limits (upscaling_speed, max_concurrent_launches), within min and max workers. Records
+    nothing in `ctx` but its notes and infeasible demand."""
+    up = _ScaleUp(ctx)
+    up.place()
+    return {name: len(nodes) for name, nodes in up.pad.opened.items()}
+
+
 class _ScaleUp:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
@@ -78,6 +87,14 @@ class _ScaleUp:
         self._distinct_cache: dict[tuple, int] = {}
 
     def run(self) -> dict[str, SimNode]:
+        self.place()
+        self._launch()
+        for why, (count, text) in self.waiting.items():
+            self.ctx.notes.append(f"waiting: {_describe(why, count)}: {text}")
+        return self.sim_by_ip
+
+    def place(self) -> None:
+        """The machines the demand needs (in `pad.opened`), before the launch limits."""
         self._add_existing_nodes()
         self.pad.placers = [p for p in (self.floor, self.demand) if p is not None]
         self._min_workers()
@@ -86,10 +103,6 @@ class _ScaleUp:
         self.pad.placers = [self.demand]
         self._placement_groups()
         self._pending()
-        self._launch()
-        for why, (count, text) in self.waiting.items():
-            self.ctx.notes.append(f"waiting: {_describe(why, count)}: {text}")
-        return self.sim_by_ip
 
     # ------------------------------------------------------------ the cluster there is
 
