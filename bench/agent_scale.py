@@ -34,6 +34,7 @@ from types import MappingProxyType
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "agent"))
+sys.path.insert(0, str(ROOT / ".cache" / "collections"))  # onprem.ray, which the agent imports
 
 from onprem_ray_agent.adapters.runner import OK, RunResult  # noqa: E402
 from onprem_ray_agent.history import HistoryRecorder  # noqa: E402

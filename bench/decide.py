@@ -36,7 +36,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 AGENT = Path(__file__).resolve().parent.parent / "agent"
-sys.path[:0] = [str(AGENT), str(AGENT / "tests")]
+sys.path[:0] = [str(AGENT), str(AGENT / "tests"),
+                # the collection onprem.ray, whose model the agent imports (make setup links it)
+                str(AGENT.parent / ".cache" / "collections")]
 
 from onprem_ray_agent.model import (  # noqa: E402
     ActionKind,

@@ -27,6 +27,7 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "agent"))
+sys.path.insert(0, str(REPO_ROOT / ".cache" / "collections"))  # onprem.ray, which the agent imports
 
 from onprem_ray_agent.adapters.ray_state import GcsRayState, RayUnavailable  # noqa: E402
 from onprem_ray_agent.model import RayNodeState  # noqa: E402

@@ -27,6 +27,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "agent"))
+sys.path.insert(0, str(ROOT / ".cache" / "collections"))  # onprem.ray, which the agent imports
 sys.path.insert(0, str(ROOT / "bench"))
 
 from sim import workload  # noqa: E402
