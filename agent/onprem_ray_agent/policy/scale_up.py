@@ -29,6 +29,7 @@ from onprem_ray_agent.model import (
     PlacementGroupDemand,
     PlacementStrategy,
     Purpose,
+    Resources,
     Selectors,
     format_resources,
     format_selectors,
@@ -85,6 +86,7 @@ class _ScaleUp:
         self.waiting: dict[Why, tuple[int, str]] = {}
         self._possible_cache: dict[tuple, bool] = {}
         self._distinct_cache: dict[tuple, int] = {}
+        self._alive_kinds: list[tuple[Resources, dict[str, str]]] | None = None
 
     def run(self) -> dict[str, SimNode]:
         self.place()
@@ -350,12 +352,25 @@ class _ScaleUp:
             for node_type in self.config.node_types:
                 if node_type.effective_max > 0 and self._type_holds(node_type.name, request):
                     return True
-        ctx = self.ctx
         # Not its group's spreading: how many distinct nodes that needs is checked apart.
         unspread = dataclasses.replace(request, spread="")
-        return any(fits_in(node.total, request.shape) and unspread.allowed(sim.labels)
-                   for ip, node in ctx.alive.items()
-                   if ip not in ctx.leaving and (sim := self.sim_by_ip.get(ip)) is not None)
+        return any(fits_in(total, request.shape) and unspread.allowed(labels)
+                   for total, labels in self._alive_node_kinds())
+
+    def _alive_node_kinds(self) -> list[tuple[Resources, dict[str, str]]]:
+        """The distinct (total, labels) of the alive nodes that take work, found once: a
+        thousand nodes are a handful of kinds. Labels placement adds later are groups'
+        spreading keys, which neither a label selector nor another group's tie looks at."""
+        if self._alive_kinds is None:
+            ctx = self.ctx
+            kinds: dict[tuple, tuple[Resources, dict[str, str]]] = {}
+            for ip, node in ctx.alive.items():
+                sim = self.sim_by_ip.get(ip)
+                if ip not in ctx.leaving and sim is not None:
+                    key = (tuple(sorted(node.total.items())), tuple(sorted(sim.labels.items())))
+                    kinds.setdefault(key, (node.total, dict(sim.labels)))
+            self._alive_kinds = list(kinds.values())
+        return self._alive_kinds
 
     def _unknown_types(self, request: Request) -> list[str]:
         """Types that might hold it once a machine of theirs shows what it offers."""
