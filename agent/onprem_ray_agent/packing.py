@@ -276,7 +276,7 @@ def _key(score: Score) -> tuple:
 
 
 class _Group:
-    __slots__ = ("free", "key", "labels", "members", "node_type", "order", "total")
+    __slots__ = ("free", "key", "labels", "members", "misfits", "node_type", "order", "total")
 
     def __init__(self, key: tuple, node_type: str | None, total: Resources,
                  free: dict[str, float], labels: dict[str, str], order: int) -> None:
@@ -287,6 +287,10 @@ class _Group:
         self.labels = labels
         self.members: dict[SimNode, None] = {}  # insertion-ordered set
         self.order = order
+        # Fit ids (Placer._fit_id) of requests its free resources and labels cannot take.
+        # Both never change (a node that takes something moves to another group), so a
+        # scan skips the group for them in every later pass.
+        self.misfits: set[int] = set()
 
 
 @dataclass
@@ -348,11 +352,17 @@ class Placer:
         self._by_room: list[_Group] | None = None
         self._unsorted: set[str] = set()  # lists of _by_free to sort before use
         self._totals: dict[tuple, Resources] = {}
+        self._fit_ids: dict[tuple, int] = {}
 
     def add(self, node: SimNode, total: Resources, free: Mapping[str, float]) -> None:
         # One object per distinct total, so that groups can key on its identity.
         total = self._totals.setdefault(_items(total), total)
         self._put(node, total, dict(free), dict(node.labels))
+
+    def _fit_id(self, request: Request) -> int:
+        """The same number for requests that fit the same nodes, whatever they are for."""
+        key = (request.shape, request.selectors, request.spread, request.tied)
+        return self._fit_ids.setdefault(key, len(self._fit_ids))
 
     def free_of(self, node: SimNode) -> dict[str, float]:
         return self._group_of[node].free
@@ -417,13 +427,13 @@ class Placer:
         while any(remaining):
             if not heap:
                 # Score (more) nodes, for what is left.
-                live = _distinct_shapes([r for r, n in zip(requests, remaining, strict=True)
-                                         if n])
-                where = self._where_to_look(live)
+                live = [r for r, n in zip(requests, remaining, strict=True) if n]
+                where = self._where_to_look(_distinct_shapes(live))
                 if where not in scans:
                     scans[where] = self._scan(where)
+                live_ids = {self._fit_id(r) for r in live}
                 if not self._score_some(scans[where], heap, requests, remaining, seen,
-                                        commits):
+                                        commits, live_ids):
                     return
                 continue
             key, order, _, group, scored_at, result = heapq.heappop(heap)
@@ -490,7 +500,8 @@ class Placer:
 
     @staticmethod
     def _score_some(scan: Iterator[_Group], heap: list, requests: list[Request],
-                    remaining: list[int], seen: set[_Group], commits: int) -> bool:
+                    remaining: list[int], seen: set[_Group], commits: int,
+                    live_ids: set[int]) -> bool:
         """Score the next SCORED_NODES groups from `scan` that take something into `heap`.
         Ray scores every node; the scan goes from the fullest nodes up, which are the ones
         its utilization score favours, so a looser node is rarely better than all of these
@@ -500,9 +511,12 @@ class Placer:
             if group in seen:
                 continue
             seen.add(group)  # what a node cannot take now it cannot take later in the pass
+            if live_ids <= group.misfits:
+                continue
             result = fill(group.free, group.total, group.labels, requests, remaining,
                           group.key[3])
-            if result is None:
+            if result is None:  # none of the requests left fits it
+                group.misfits |= live_ids
                 continue
             heapq.heappush(heap, (_key(result.score), group.order, next(_ENTRY), group, commits,
                                   result))
