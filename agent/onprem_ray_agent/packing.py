@@ -287,9 +287,9 @@ class _Group:
         self.labels = labels
         self.members: dict[SimNode, None] = {}  # insertion-ordered set
         self.order = order
-        # Fit ids (Placer._fit_id) of requests its free resources and labels cannot take.
-        # Both never change (a node that takes something moves to another group), so a
-        # scan skips the group for them in every later pass.
+        # Ids (Placer._fit_ids) of the shapes its free resources cannot take and of the
+        # label rules its labels refuse. Both never change (a node that takes something
+        # moves to another group), so later scans skip the group without filling it.
         self.misfits: set[int] = set()
 
 
@@ -359,10 +359,15 @@ class Placer:
         total = self._totals.setdefault(_items(total), total)
         self._put(node, total, dict(free), dict(node.labels))
 
-    def _fit_id(self, request: Request) -> int:
-        """The same number for requests that fit the same nodes, whatever they are for."""
-        key = (request.shape, request.selectors, request.spread, request.tied)
-        return self._fit_ids.setdefault(key, len(self._fit_ids))
+    def _fit_ids_of(self, request: Request) -> tuple[int, int | None]:
+        """Numbers for what decides where a request fits, whatever it is for: its shape,
+        and its label rule (None: allowed everywhere)."""
+        ids = self._fit_ids
+        shape = ids.setdefault(request.shape, len(ids))
+        if not (request.selectors or request.spread or request.tied):
+            return shape, None
+        rule = ids.setdefault((request.selectors, request.spread, request.tied), len(ids))
+        return shape, rule
 
     def free_of(self, node: SimNode) -> dict[str, float]:
         return self._group_of[node].free
@@ -410,14 +415,15 @@ class Placer:
         remaining = [merged[r] for r in requests]
         attempt = Attempt(requests)
         if requests:
-            self._onto_existing(attempt, requests, remaining)
+            self._onto_existing(attempt, requests, remaining,
+                                [self._fit_ids_of(r) for r in requests])
         if any(remaining):
             self._onto_new(attempt, requests, remaining, templates, room)
         attempt.left = remaining
         return attempt
 
     def _onto_existing(self, attempt: Attempt, requests: list[Request],
-                       remaining: list[int]) -> None:
+                       remaining: list[int], fit_ids: list[tuple[int, int | None]]) -> None:
         # (score key, order, a unique number, group, commits so far when scored, the fill)
         heap: list[tuple[tuple, int, int, _Group, int, Fill]] = []
         seen: set[_Group] = set()
@@ -427,13 +433,12 @@ class Placer:
         while any(remaining):
             if not heap:
                 # Score (more) nodes, for what is left.
-                live = [r for r, n in zip(requests, remaining, strict=True) if n]
-                where = self._where_to_look(_distinct_shapes(live))
+                live = [i for i, n in enumerate(remaining) if n]
+                where = self._where_to_look(_distinct_shapes([requests[i] for i in live]))
                 if where not in scans:
                     scans[where] = self._scan(where)
-                live_ids = {self._fit_id(r) for r in live}
                 if not self._score_some(scans[where], heap, requests, remaining, seen,
-                                        commits, live_ids):
+                                        commits, [(requests[i], fit_ids[i]) for i in live]):
                     return
                 continue
             key, order, _, group, scored_at, result = heapq.heappop(heap)
@@ -501,7 +506,7 @@ class Placer:
     @staticmethod
     def _score_some(scan: Iterator[_Group], heap: list, requests: list[Request],
                     remaining: list[int], seen: set[_Group], commits: int,
-                    live_ids: set[int]) -> bool:
+                    live: list[tuple[Request, tuple[int, int | None]]]) -> bool:
         """Score the next SCORED_NODES groups from `scan` that take something into `heap`.
         Ray scores every node; the scan goes from the fullest nodes up, which are the ones
         its utilization score favours, so a looser node is rarely better than all of these
@@ -511,12 +516,14 @@ class Placer:
             if group in seen:
                 continue
             seen.add(group)  # what a node cannot take now it cannot take later in the pass
-            if live_ids <= group.misfits:
+            misfits = group.misfits
+            if misfits and all(shape in misfits or rule in misfits for _, (shape, rule) in live):
                 continue
             result = fill(group.free, group.total, group.labels, requests, remaining,
                           group.key[3])
-            if result is None:  # none of the requests left fits it
-                group.misfits |= live_ids
+            if result is None:  # none of the requests left fits it: remember why
+                for request, (shape, rule) in live:
+                    misfits.add(shape if not request.count_in(group.free) else rule)
                 continue
             heapq.heappush(heap, (_key(result.score), group.order, next(_ENTRY), group, commits,
                                   result))
