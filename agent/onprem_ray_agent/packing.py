@@ -19,7 +19,6 @@ requests).
 from __future__ import annotations
 
 import bisect
-import functools
 import heapq
 import itertools
 import math
@@ -85,6 +84,9 @@ class Request:
     # (name, amount, amount a node has when it does not list the resource), for speed
     needs: tuple[tuple[str, float, float], ...] = field(init=False, compare=False,
                                                         repr=False)
+    # labels' sorted items -> allowed there: keyed without the selectors, whose hash is slow
+    _allowed_on: dict[tuple, bool] = field(default_factory=dict, init=False, compare=False,
+                                           repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "needs", tuple(
@@ -100,7 +102,10 @@ class Request:
 
     def allowed_on(self, key: tuple) -> bool:
         """`allowed(labels)` of the labels whose sorted items are `key`, remembered."""
-        return _allowed(self.selectors, self.spread, self.tied, key)
+        known = self._allowed_on.get(key)
+        if known is None:
+            known = self._allowed_on[key] = self.allowed(dict(key))
+        return known
 
     def allowed(self, labels: Mapping[str, str]) -> bool:
         if self.spread and self.spread in labels:
@@ -119,11 +124,6 @@ class Request:
             if count < 0 or here < count:
                 count = here
         return max(count, 0)
-
-
-@functools.lru_cache(maxsize=65536)
-def _allowed(selectors: Selectors, spread: str, tied: str, labels: tuple) -> bool:
-    return Request((), (Purpose.PENDING, ""), selectors, spread, tied).allowed(dict(labels))
 
 
 class SimNode:
@@ -523,7 +523,11 @@ class Placer:
                           group.key[3])
             if result is None:  # none of the requests left fits it: remember why
                 for request, (shape, rule) in live:
-                    misfits.add(shape if not request.count_in(group.free) else rule)
+                    # refused by its labels (remembered), else by its resources
+                    if rule is not None and not request.allowed_on(group.key[3]):
+                        misfits.add(rule)
+                    else:
+                        misfits.add(shape)
                 continue
             heapq.heappush(heap, (_key(result.score), group.order, next(_ENTRY), group, commits,
                                   result))
