@@ -429,16 +429,26 @@ class Placer:
         seen: set[_Group] = set()
         taken: dict[_Group, int] = {}
         scans: dict[tuple, Iterator[_Group]] = {}
+        # requests left -> (where to look, the least of them, them with their fit ids): the
+        # groups do not change during a pass, so neither does any of it
+        rounds: dict[tuple[int, ...], tuple] = {}
         commits = 0
         while any(remaining):
             if not heap:
                 # Score (more) nodes, for what is left.
-                live = [i for i, n in enumerate(remaining) if n]
-                where = self._where_to_look(_distinct_shapes([requests[i] for i in live]))
+                live = tuple(i for i, n in enumerate(remaining) if n)
+                if live not in rounds:
+                    shapes = _distinct_shapes([requests[i] for i in live])
+                    where = self._where_to_look(shapes)
+                    # A scan by free amount passes only groups with room for one resource
+                    # every request needs; a scan by room passes full groups too.
+                    least = _least_shapes(shapes) if where[0] == "room" else None
+                    rounds[live] = (where, least, [(requests[i], fit_ids[i]) for i in live])
+                where, least, pairs = rounds[live]
                 if where not in scans:
                     scans[where] = self._scan(where)
                 if not self._score_some(scans[where], heap, requests, remaining, seen,
-                                        commits, [(requests[i], fit_ids[i]) for i in live]):
+                                        commits, pairs, least):
                     return
                 continue
             key, order, _, group, scored_at, result = heapq.heappop(heap)
@@ -506,11 +516,13 @@ class Placer:
     @staticmethod
     def _score_some(scan: Iterator[_Group], heap: list, requests: list[Request],
                     remaining: list[int], seen: set[_Group], commits: int,
-                    live: list[tuple[Request, tuple[int, int | None]]]) -> bool:
+                    live: list[tuple[Request, tuple[int, int | None]]],
+                    least: list[Request] | None) -> bool:
         """Score the next SCORED_NODES groups from `scan` that take something into `heap`.
         Ray scores every node; the scan goes from the fullest nodes up, which are the ones
         its utilization score favours, so a looser node is rarely better than all of these
-        (and is scored when these are used up). False when the scan is over."""
+        (and is scored when these are used up). False when the scan is over. `least`:
+        requests that fit wherever any of `live` does (see _least_shapes), or None."""
         scored = 0
         for group in scan:
             if group in seen:
@@ -518,6 +530,8 @@ class Placer:
             seen.add(group)  # what a node cannot take now it cannot take later in the pass
             misfits = group.misfits
             if misfits and all(shape in misfits or rule in misfits for _, (shape, rule) in live):
+                continue
+            if least is not None and not _takes_some(group.free, least):
                 continue
             result = fill(group.free, group.total, group.labels, requests, remaining,
                           group.key[3])
@@ -603,6 +617,32 @@ def _room(total: Resources, free: Mapping[str, float]) -> float:
     """How much of a node is free, on average over its resources (0: full, 1: empty)."""
     shares = [free.get(name, 0.0) / amount for name, amount in total.items() if amount > 0]
     return sum(shares) / len(shares) if shares else 0.0
+
+
+def _takes_some(free: Mapping[str, float], requests: Sequence[Request]) -> bool:
+    """Whether `free` has room for one of `requests` (their resources only)."""
+    for request in requests:
+        for name, amount, default in request.needs:
+            if (free.get(name, default) + _EPSILON) // amount < 1:
+                break
+        else:
+            return True
+    return False
+
+
+def _least_shapes(requests: Sequence[Request]) -> list[Request]:
+    """The requests no other of `requests` undercuts: a node whose free resources take none
+    of these takes none of `requests` (e.g. {CPU: 0.1} and {GPU: 0.5} stand for 24 shapes).
+    One undercuts another when it needs only resources the other needs, and no more."""
+    if len(requests) == 1:
+        return list(requests)
+    least: list[Request] = []
+    for request in sorted(requests, key=lambda r: (len(r.shape), sum(a for _, a in r.shape))):
+        needs = dict(request.shape)
+        if not any(all(needs.get(name, -1.0) >= amount for name, amount in lower.shape)
+                   for lower in least):
+            least.append(request)
+    return least
 
 
 def _distinct_shapes(requests: Sequence[Request]) -> list[Request]:
