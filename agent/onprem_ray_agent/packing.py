@@ -13,7 +13,9 @@ one group, scored once for all its members, and a step commits the same fill to 
 members (or new machines of a type) as the remaining counts allow in full. Scores only fall
 as requests are used up, so candidates sit in a heap and are scored again only when they reach
 its top (a lazy greedy, equal to Ray's choice whenever a fill's score does not rise with fewer
-requests).
+requests). Groups that take nothing are passed over without a fill: a group remembers the
+shapes and label rules it refused (its free resources and labels never change), and a scan
+over all groups first checks the few requests no other undercuts. Neither changes a choice.
 """
 
 from __future__ import annotations
