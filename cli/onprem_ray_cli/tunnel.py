@@ -36,15 +36,6 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def check_free(port: int) -> None:
-    with socket.socket() as probe:
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            raise errors.CliError(f"local port {port} is in use: choose another with --port",
-                                  errors.USAGE) from None
-
-
 @contextlib.contextmanager
 def forward(connection: Connection, local_port: int, remote_host: str, remote_port: int):
     """localhost:local_port -> remote_host:remote_port as the machine reaches it.
@@ -53,10 +44,14 @@ def forward(connection: Connection, local_port: int, remote_host: str, remote_po
     with a line on stderr; the forward stays up until the block ends. (fabric's
     forward_local re-raises any such error when it closes, which turned one reset browser
     connection into a failed command, and could wait on a stuck connection for ever.)"""
-    check_free(local_port)
     listener = socket.socket()
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind(("127.0.0.1", local_port))
+    try:
+        listener.bind(("127.0.0.1", local_port))
+    except OSError:
+        listener.close()
+        raise errors.CliError(f"local port {local_port} is in use: choose another with --port",
+                              errors.USAGE) from None
     listener.listen(16)
     stop = threading.Event()
     accepting = threading.Thread(
