@@ -40,6 +40,7 @@ RECAP = re.compile(r"^\S+\s+: ok=\d+\s+changed=(\d+)", re.MULTILINE)
 # profile_tasks' summary lines: "<role> : <task> ---- 1.23s"
 TASK_TIME = re.compile(r"^(.*?) -+ (\d+\.\d+)s$", re.MULTILINE)
 RAY_START_TASK = "wait until this node is ALIVE in Ray"
+SOURCE = re.compile(r"\(.*?\) =")  # where ansible-config found a setting
 
 
 def playbook(pool: pools.Pool, name: str, *extra: str) -> tuple[float, float, int]:
@@ -99,7 +100,7 @@ def settings() -> str:
     lines = [line for line in changed.splitlines()
              if line.startswith(("DEFAULT_FORKS", "pipelining", "ssh_args"))]
     lines += [line for line in strategy.splitlines() if line.startswith("DEFAULT_STRATEGY(")]
-    return "\n".join(f"  {re.sub(r'\(.*?\) =', ' =', line)}" for line in lines)
+    return "\n".join("  " + SOURCE.sub(" =", line) for line in lines)
 
 
 def main() -> int:
