@@ -10,7 +10,6 @@ from concurrent.futures import ThreadPoolExecutor
 from onprem_ray_cli import errors, overrides, resolve, runs, ssh
 from onprem_ray_cli.progress import render_failures, render_table
 
-WORKERS_ONLY = "ray_workers:!ray_head"
 RAY_UNIT = "onprem-ray.service"  # roles/ray: ray_service_name
 RESTART_TAGS = "service,agent"  # the steps --restart-only runs (no install, commands, sync)
 
@@ -63,10 +62,13 @@ def down(args: argparse.Namespace) -> int:
     target = resolve.load(args.cluster)
     what = "the workers" if args.workers_only else "every machine (head and workers)"
     confirm(f"Stop Ray on {what} of {target.cluster.cluster_name}?", args.yes)
+    # The head's play stops the agent (it would start the workers again) and, with
+    # ray_down_workers_only, leaves Ray running there.
+    extravars = extra_vars(args.extra_vars)
+    if args.workers_only:
+        extravars["ray_down_workers_only"] = "true"
     outcome = runs.run_playbook(target.work_dir, "onprem.ray.down",
-                                resolve.inventory_source(target),
-                                extravars=extra_vars(args.extra_vars),
-                                limit=WORKERS_ONLY if args.workers_only else None)
+                                resolve.inventory_source(target), extravars=extravars)
     return report(target, outcome)
 
 

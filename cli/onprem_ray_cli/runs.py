@@ -41,7 +41,7 @@ def environment(environ: Mapping[str, str] = os.environ) -> dict[str, str]:
 
 
 def run_playbook(work_dir: Path, playbook: str, inventory: Path, *,
-                 extravars: Mapping[str, Any] | None = None, limit: str | None = None,
+                 extravars: Mapping[str, Any] | None = None,
                  tags: str | None = None, view_stream=None) -> RunOutcome:
     import ansible_runner
 
@@ -56,8 +56,6 @@ def run_playbook(work_dir: Path, playbook: str, inventory: Path, *,
         return True  # keep the event in the artifacts
 
     options: dict[str, Any] = {}
-    if limit:
-        options["limit"] = limit
     if tags:
         options["tags"] = tags
     try:

@@ -125,4 +125,5 @@ def test_the_options_of_up_and_down_become_the_playbooks_variables(tmp_path, rec
     assert no_agent["inventory"].name == "cluster.yml"
     assert limits["inventory"].name == "limits.cluster.yml"
     assert resolve.load(str(limits["inventory"])).cluster.min_workers == 1
-    assert (down["playbook"], down["limit"]) == ("onprem.ray.down", "ray_workers:!ray_head")
+    assert down["playbook"] == "onprem.ray.down"
+    assert down["extravars"] == {"ray_down_workers_only": "true"}

@@ -1,0 +1,161 @@
+"""Fan-out benchmark on the local test pool: prints a table, asserts nothing.
+
+    python bench/fanout.py [--pool fanout] [--machines 24] [--sizes 1,5,20] [--repeat 3] [--keep]
+
+On a fresh pool of `--machines` machines (a head and the rest workers, the agent off so that
+only the playbooks act), rows:
+
+  up, prepare only, bare machines    Ray installed everywhere from the host's wheelhouse, Ray
+                                     started on the head only (ray_up_workers=none); once
+  up again, nothing changed          on every machine, and with --limit on the head and 3
+                                     workers: the controller's share of a wider run
+  add_workers N / retire_workers N   N workers started (ALIVE in Ray) / drained and stopped in
+                                     one run, for each N of --sizes
+
+Each row gives the wall time of ansible-playbook (median, min and max of --repeat runs), the
+time of its "wait until ALIVE" task (Ray's own start and registration, from profile_tasks), and
+the rest: the playbook's own time. The pool's machines share this host's CPUs, so node-side
+work (Ray's start) serializes here where a real fleet runs it in parallel: the "outside Ray's
+start" column is what a real fleet would see grow with N.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+
+from tests.pool import pool as pools  # noqa: E402
+from tests.pool.wheelhouse import ensure_wheelhouse  # noqa: E402
+
+RECAP = re.compile(r"^\S+\s+: ok=\d+\s+changed=(\d+)", re.MULTILINE)
+# profile_tasks' summary lines: "<role> : <task> ---- 1.23s"
+TASK_TIME = re.compile(r"^(.*?) -+ (\d+\.\d+)s$", re.MULTILINE)
+RAY_START_TASK = "wait until this node is ALIVE in Ray"
+SOURCE = re.compile(r"\(.*?\) =")  # where ansible-config found a setting
+
+
+def playbook(pool: pools.Pool, name: str, *extra: str) -> tuple[float, float, int]:
+    """Wall seconds, seconds of the wait-until-ALIVE tasks, changed count."""
+    env = {**os.environ, "ANSIBLE_CONFIG": str(REPO_ROOT / "ansible.cfg"),
+           "ANSIBLE_CALLBACKS_ENABLED": "ansible.posix.profile_tasks",
+           "PROFILE_TASKS_TASK_OUTPUT_LIMIT": "all"}
+    argv = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(pool.inventory),
+            f"onprem.ray.{name}", *extra]
+    started = time.monotonic()
+    result = subprocess.run(argv, cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+                            stdin=subprocess.DEVNULL, check=False)
+    elapsed = time.monotonic() - started
+    if result.returncode != 0:
+        sys.exit(f"{' '.join(argv)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-2000:]}")
+    recap = result.stdout.split("TASKS RECAP", 1)[-1]
+    ray_start = sum(float(s) for task, s in TASK_TIME.findall(recap) if RAY_START_TASK in task)
+    return elapsed, ray_start, sum(int(c) for c in RECAP.findall(result.stdout))
+
+
+class Table:
+    def __init__(self) -> None:
+        self.rows: dict[str, list[tuple[float, float, int]]] = {}
+
+    def add(self, label: str, run: tuple[float, float, int]) -> None:
+        self.rows.setdefault(label, []).append(run)
+        print(f"  {label}: {run[0]:.1f} s (Ray's start {run[1]:.1f} s), changed {run[2]}",
+              flush=True)
+
+    def median(self, label: str, column: int = 0) -> float:
+        return statistics.median(r[column] for r in self.rows[label])
+
+    def print(self) -> None:
+        print(f"| {'run':<38} | {'runs':>4} | {'median s':>8} | {'min s':>6} | {'max s':>6} | "
+              f"{'Ray start s':>11} | {'outside s':>9} | {'changed':>7} |")
+        print(f"|{'-' * 40}|{'-' * 6}|{'-' * 10}|{'-' * 8}|{'-' * 8}|{'-' * 13}|{'-' * 11}|"
+              f"{'-' * 9}|")
+        for label, rows in self.rows.items():
+            wall = [r[0] for r in rows]
+            start = statistics.median(r[1] for r in rows)
+            outside = statistics.median(r[0] - r[1] for r in rows)
+            changed = "/".join(sorted({str(r[2]) for r in rows}))
+            print(f"| {label:<38} | {len(rows):4d} | {statistics.median(wall):8.1f} | "
+                  f"{min(wall):6.1f} | {max(wall):6.1f} | {start:11.1f} | {outside:9.1f} | "
+                  f"{changed:>7} |")
+
+
+def settings() -> str:
+    """What ansible.cfg changed (forks, pipelining, ssh_args with ControlPersist), and the
+    strategy, as ansible-config reports them."""
+    env = {**os.environ, "ANSIBLE_CONFIG": str(REPO_ROOT / "ansible.cfg")}
+    config = str(Path(sys.executable).parent / "ansible-config")
+    changed = subprocess.run([config, "dump", "--only-changed", "-t", "all"], cwd=REPO_ROOT,
+                             env=env, capture_output=True, text=True, check=False).stdout
+    strategy = subprocess.run([config, "dump"], cwd=REPO_ROOT, env=env, capture_output=True,
+                              text=True, check=False).stdout
+    lines = [line for line in changed.splitlines()
+             if line.startswith(("DEFAULT_FORKS", "pipelining", "ssh_args"))]
+    lines += [line for line in strategy.splitlines() if line.startswith("DEFAULT_STRATEGY(")]
+    return "\n".join("  " + SOURCE.sub(" =", line) for line in lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pool", default="fanout")
+    parser.add_argument("--machines", type=int, default=24)
+    parser.add_argument("--sizes", default="1,5,20", help="workers per add / retire run")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each row (median)")
+    parser.add_argument("--keep", action="store_true", help="leave the pool running")
+    args = parser.parse_args()
+    sizes = [int(n) for n in args.sizes.split(",")]
+    if max(sizes) > args.machines - 1:
+        parser.error(f"--sizes {args.sizes}: the pool has {args.machines - 1} workers")
+
+    wheelhouse = ensure_wheelhouse()
+    common = ("-e", f"ray_wheelhouse_dir={wheelhouse}", "-e", "head_agent_enabled=false")
+    up = ("up", *common, "-e", "ray_up_workers=none")
+    pools.remove(args.pool)
+    pool = pools.create(args.pool, machines=args.machines)
+    small = ",".join([pool.head.ip] + [m.ip for m in pool.workers[:3]])
+    table = Table()
+    try:
+        table.add("up, prepare only, bare machines", playbook(pool, *up))
+        for run in range(1, args.repeat + 1):
+            print(f"run {run} of {args.repeat}:", flush=True)
+            table.add(f"up again, nothing changed ({args.machines})", playbook(pool, *up))
+            table.add("up again, nothing changed (4, --limit)",
+                      playbook(pool, *up, "--limit", small))
+            for size in sizes:
+                hosts = ",".join(m.ip for m in pool.workers[:size])
+                table.add(f"add_workers {size}",
+                          playbook(pool, "add_workers", *common, "--limit", hosts))
+                table.add(f"retire_workers {size}",
+                          playbook(pool, "retire_workers", *common, "--limit", hosts))
+    finally:
+        if not args.keep:
+            pools.remove(args.pool)
+
+    print(f"\nFan-out on a local pool of {args.machines} machines (head + "
+          f"{args.machines - 1} workers), {os.cpu_count()} CPUs, load "
+          f"{os.getloadavg()[0]:.1f}; medians of {args.repeat} runs (the bare `up` once)\n")
+    table.print()
+    print()
+    for verb in ("add_workers", "retire_workers"):
+        one, most = table.median(f"{verb} {sizes[0]}"), table.median(f"{verb} {sizes[-1]}")
+        print(f"{verb}: {sizes[-1]} at once {most:.1f} s, {sizes[0]} {one:.1f} s "
+              f"(ratio {most / one:.2f}; target at most 2)")
+    wide = table.median(f"up again, nothing changed ({args.machines})")
+    narrow = table.median("up again, nothing changed (4, --limit)")
+    print(f"up with nothing changed: {args.machines} machines {wide:.1f} s, 4 machines "
+          f"{narrow:.1f} s (ratio {wide / narrow:.2f})")
+    print(f"\nAnsible settings (ansible-config dump):\n{settings()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
