@@ -120,6 +120,10 @@ class Agent:
         self._add_demand_seen: dict[str, float] = {}  # ip -> when the demand it is for began
         # Add runs no demand needs, since when (the last decision's); a restart starts afresh.
         self._unneeded_since: dict[str, float] = dict(unneeded_since or {})
+        # Runs asked to cancel, until they end: a cancel lands seconds later (ansible-runner
+        # checks between its reads, then waits for the output to close), and the decisions in
+        # between, still unneeded, are not a new cancel.
+        self._cancel_asked: set[str] = set()
 
     # ------------------------------------------------------------ configuration
 
@@ -358,8 +362,12 @@ class Agent:
             step.held.append(f"run {action.request_id}: not canceled, it is no add run "
                              "still running")
             return
+        if action.request_id in self._cancel_asked:
+            log.debug("run %s: cancel asked already, waiting for it to end", action.request_id)
+            return
         ips = [ip for ip in action.ips if busy.get(ip) == action.request_id]
         self._runner().cancel(action.request_id)
+        self._cancel_asked.add(action.request_id)
         self._acted(action, ips, step, action.request_id)
 
     def _reach(self, action: Action, machine: Machine, step: _Iteration) -> bool:
@@ -420,6 +428,7 @@ class Agent:
 
     def _record_result(self, result: RunResult, now: float) -> None:
         """A run ended: record it and apply what it means to each of its machines."""
+        self._cancel_asked.discard(result.request_id)
         run = self.store.run(result.request_id)
         if run is None or run.finished is not None:
             log.warning("run %s ended (%s) but the store has no unfinished run of that id",

@@ -315,6 +315,24 @@ def test_an_add_no_demand_needs_is_canceled_and_its_machines_retired_to_spare(wo
     assert (world.runner.last().playbook, world.runner.last().ips) == (ADD_WORKERS, (CPU[0],))
 
 
+def test_a_cancel_is_asked_once_while_the_run_takes_seconds_to_end(world):
+    world.runner.cancel_ends_run = False  # as ansible-runner: the run ends a few seconds later
+    world.ray.want(2, CPU=4)
+    world.agent.iterate(NOW)
+    add = world.runner.last()
+    world.ray.want(0)
+    world.agent.iterate(NOW + 5)
+    grace = world.agent.config.cancel_join_after_s
+    acted = [world.agent.iterate(NOW + 5 + grace + s).acted for s in range(4)]
+    cancels = [[a.request_id for a in step if a.kind == ActionKind.CANCEL] for step in acted]
+    assert cancels == [[add.request_id], [], [], []]
+    assert world.runner.canceled == [add.request_id]
+    assert world.metrics.actions.get("cancel") == 2  # its two machines, once
+    world.runner.finish(add.request_id, "canceled", hosts={})
+    world.agent.iterate(NOW + 10 + grace)
+    assert world.states() == {CPU[0]: "draining", CPU[1]: "draining", CPU[2]: "spare"}
+
+
 def test_a_machine_alive_before_the_cancel_lands_is_simply_active(world):
     world.runner.cancel_ends_run = False
     world.ray.want(2, CPU=4)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import textwrap
 import time
@@ -14,11 +15,14 @@ import pytest
 from onprem_ray_agent.adapters.runner import (
     FAILED,
     OK,
+    RUN_MARKER,
     UNREACHABLE,
     AnsibleRunner,
     PoolViolation,
     RunConflict,
     ansible_environment,
+    end_run_processes,
+    run_processes,
 )
 
 GOOD, BAD, DOWN, ABSENT = "127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5"
@@ -160,12 +164,29 @@ def test_a_machine_gone_from_the_inventory_is_reachable_for_retirement_only(tmp_
         retire.start("retire-again", playbook, [gone])
 
 
+def sleeping(seconds: int) -> list[int]:
+    """The `sleep <seconds>` processes on this machine."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv[:2] == [b"sleep", str(seconds).encode()]:
+            found.append(int(entry.name))
+    return found
+
+
 def test_cancel_stops_the_run_and_a_host_is_never_in_two_runs(setup):
     runner, playbook = setup
-    runner.start("slow", playbook, [GOOD], extravars={"marker": "s", "pause": 60})
+    pause = 61 + os.getpid() % 1000  # a sleep no other test runs
+    runner.start("slow", playbook, [GOOD], extravars={"marker": "s", "pause": pause})
     with pytest.raises(RunConflict, match="slow"):
         runner.start("second", playbook, [GOOD, BAD], extravars={"marker": "s", "pause": 0})
-    time.sleep(2)
+    deadline = time.monotonic() + 60
+    while not sleeping(pause) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert sleeping(pause), "the run's task never started"
     started = time.monotonic()
     runner.cancel_all()
     (result,) = wait_for(runner, timeout_s=30)
@@ -173,6 +194,51 @@ def test_cancel_stops_the_run_and_a_host_is_never_in_two_runs(setup):
     assert time.monotonic() - started < 20
     assert GOOD not in result.hosts  # no outcome: the run did not get to say
     assert runner.recorded("slow").status == "canceled"
+    # Nothing of the run is left: not the task that ansible-core's worker (a session of its
+    # own, out of the reach of ansible-runner's kill) was running.
+    assert sleeping(pause) == []
+    assert run_processes("slow") == set()
+
+
+def test_end_run_processes_kills_the_runs_process_tree_and_nothing_else(tmp_path):
+    # A run's process that forks a child into a session of its own (as ansible-core's
+    # workers do), whose child hides nothing; and a bystander without the marker.
+    script = ("import os, subprocess, sys, time\n"
+              "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(300)'],"
+              " start_new_session=True)\n"
+              "time.sleep(300)\n")
+    env = {**os.environ, RUN_MARKER: "run-a"}
+    parent = subprocess.Popen([sys.executable, "-c", script], env=env)
+    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"],
+                                 env={**os.environ, RUN_MARKER: "run-b"})
+    try:
+        deadline = time.monotonic() + 30
+        while len(run_processes("run-a")) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        tree = run_processes("run-a")
+        assert parent.pid in tree and len(tree) == 2, tree
+        assert run_processes("run-b") == {bystander.pid}
+        assert end_run_processes("run-a") == 2
+        parent.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while run_processes("run-a") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert run_processes("run-a") == set()
+        assert bystander.poll() is None  # another run's process is left alone
+    finally:
+        for process in (parent, bystander):
+            process.kill()
+            process.wait(timeout=10)
+
+
+def test_host_keys_are_checked_unless_the_environment_says_otherwise(tmp_path):
+    inventory = tmp_path / "hosts.ini"
+    inventory.write_text("")
+    assert AnsibleRunner(tmp_path / "r1", inventory, set()).envvars[
+        "ANSIBLE_HOST_KEY_CHECKING"] == "True"
+    given = AnsibleRunner(tmp_path / "r2", inventory, set(),
+                          envvars={"ANSIBLE_HOST_KEY_CHECKING": "False"})
+    assert given.envvars["ANSIBLE_HOST_KEY_CHECKING"] == "False"
 
 
 def test_ansible_environment_finds_a_checkout_and_an_installed_collection(tmp_path):

@@ -31,10 +31,13 @@ class RunOutcome:
 
 
 def environment(environ: Mapping[str, str] = os.environ) -> dict[str, str]:
-    """ansible-playbook from this Python's bin directory; plain text in the log."""
+    """ansible-playbook from this Python's bin directory; plain text in the log; host keys
+    checked as the inventory says (ansible-runner would set ANSIBLE_HOST_KEY_CHECKING=False,
+    and Ansible's StrictHostKeyChecking=no would come before the inventory's option)."""
     bin_dir = str(Path(sys.executable).parent)
     path = environ.get("PATH", os.defpath)
-    env = {"ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0"}
+    env = {"ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0",
+           "ANSIBLE_HOST_KEY_CHECKING": environ.get("ANSIBLE_HOST_KEY_CHECKING", "True")}
     if bin_dir not in path.split(os.pathsep):
         env["PATH"] = os.pathsep.join([bin_dir, path])
     return env

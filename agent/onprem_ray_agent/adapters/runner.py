@@ -6,6 +6,11 @@ land in `<private_data_dir>/artifacts/<request id>/` and can be read back after 
 outcome of each host comes from the runner's stats: unreachable (Ansible's "dark") is told
 apart from failed, and the failing task's output is kept for `status`.
 
+A canceled or timed-out run is ended whole: ansible-runner kills the playbook's process group,
+but ansible-core forks its workers each into a session of its own, where they would finish
+their task (and keep its SSH session) after the run is recorded as ended. Every process of a
+run carries RUN_MARKER=<request id> in its environment; those and their children are killed.
+
 Only IPs of the pool given to the adapter ever reach --limit, and for retire_workers the
 machines that left the inventory but still run Ray (`reach`): they get a one-run inventory of
 their own beside the cluster file, never the add playbook.
@@ -17,6 +22,7 @@ import contextlib
 import json
 import os
 import re
+import signal
 import sys
 import threading
 import time
@@ -39,6 +45,9 @@ OUTPUT_TAIL_CHARS = 4000
 # pattern (`!`, `&`, `*`, `~`, `,`).
 _SAFE_HOST = re.compile(r"[A-Za-z0-9][A-Za-z0-9.:-]*")
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")  # Ansible's colours, in the saved stdout
+# In the environment of every process of a run (inherited), so that a cancel ends them all.
+RUN_MARKER = "ONPREM_RAY_RUN"
+PROC = Path("/proc")
 
 
 def _departed_host(name: str) -> bool:
@@ -83,6 +92,14 @@ class PlaybookRunner(Protocol):
     def running(self) -> list[str]: ...
 
     def cancel(self, request_id: str) -> None: ...
+
+    def _cancel_now(self, request_id: str) -> bool:
+        """ansible-runner's question, between two reads of the run's output: stop it now?
+        Then the run's processes are killed here, its workers included."""
+        if request_id not in self._canceled:
+            return False
+        end_run_processes(request_id)
+        return True
 
     def cancel_all(self) -> None: ...
 
@@ -137,7 +154,10 @@ class AnsibleRunner:
                  keep_artifacts: int = 200, cancel_check_s: float = 1.0) -> None:
         self.private_data_dir = Path(private_data_dir).resolve()
         self.private_data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.envvars = dict(envvars or {})
+        # ansible-runner sets ANSIBLE_HOST_KEY_CHECKING=False when it is not set, and Ansible
+        # puts the StrictHostKeyChecking=no that follows before the inventory's own ssh options
+        # (ssh takes the first): host keys are checked as the inventory says.
+        self.envvars = {"ANSIBLE_HOST_KEY_CHECKING": "True", **dict(envvars or {})}
         self.keep_artifacts = keep_artifacts
         self.cancel_check_s = cancel_check_s
         self._lock = threading.Lock()
@@ -219,9 +239,9 @@ class AnsibleRunner:
             limit=",".join(ips),
             ident=request_id,
             extravars=dict(extravars or {}),
-            envvars=self.envvars,
+            envvars={**self.envvars, RUN_MARKER: request_id},
             timeout=None if timeout_s is None else max(1, int(timeout_s)),
-            cancel_callback=lambda: request_id in self._canceled,
+            cancel_callback=lambda: self._cancel_now(request_id),
             finished_callback=lambda _runner: ended.append(time.monotonic()),
             settings={"pexpect_timeout": self.cancel_check_s},
             rotate_artifacts=self.keep_artifacts,
@@ -256,6 +276,14 @@ class AnsibleRunner:
             if request_id in self._active:
                 self._canceled.add(request_id)
 
+    def _cancel_now(self, request_id: str) -> bool:
+        """ansible-runner's question, between two reads of the run's output: stop it now?
+        Then the run's processes are killed here, its workers included."""
+        if request_id not in self._canceled:
+            return False
+        end_run_processes(request_id)
+        return True
+
     def cancel_all(self) -> None:
         for request_id in self.running():
             self.cancel(request_id)
@@ -270,6 +298,8 @@ class AnsibleRunner:
         results = []
         for run in done:
             status = getattr(run.runner, "status", "")
+            if status not in COMPLETE_STATUSES:  # killed (timeout): its workers may be left
+                end_run_processes(run.request_id)
             rc = getattr(run.runner, "rc", None)
             ended = run.ended[0] if run.ended else time.monotonic()
             results.append(read_result(
@@ -304,6 +334,68 @@ class AnsibleRunner:
         if not _SAFE_HOST.fullmatch(request_id):
             raise ValueError(f"request id {request_id!r} is not a safe ident")
         return self.private_data_dir / "artifacts" / request_id
+
+
+# ---------------------------------------------------------------- a run's processes
+
+
+def _process_table(proc: Path) -> dict[int, tuple[int, bytes | None]]:
+    """pid -> (parent pid, environment or None when unreadable) of every live process."""
+    table: dict[int, tuple[int, bytes | None]] = {}
+    try:
+        entries = [entry.name for entry in os.scandir(proc) if entry.name.isdigit()]
+    except OSError:
+        return table
+    for name in entries:
+        try:
+            stat = (proc / name / "stat").read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            continue  # gone meanwhile
+        fields = stat[stat.rfind(")") + 2:].split()  # after "pid (command) "
+        if len(fields) < 2 or fields[0] in ("Z", "X"):  # ended, not reaped yet
+            continue
+        try:
+            environ: bytes | None = (proc / name / "environ").read_bytes()
+        except OSError:
+            environ = None  # e.g. ssh, which forbids reading it
+        table[int(name)] = (int(fields[1]), environ)
+    return table
+
+
+def run_processes(request_id: str, proc: Path = PROC) -> set[int]:
+    """The live processes of run `request_id`: those with its marker in their environment,
+    and their descendants (ssh hides its environment, not its parent)."""
+    marker = f"{RUN_MARKER}={request_id}".encode()
+    table = _process_table(proc)
+    found = {pid for pid, (_, environ) in table.items()
+             if environ is not None and marker in environ.split(b"\0")}
+    children: dict[int, list[int]] = {}
+    for pid, (parent, _) in table.items():
+        children.setdefault(parent, []).append(pid)
+    stack = list(found)
+    while stack:
+        for child in children.get(stack.pop(), ()):
+            if child not in found:
+                found.add(child)
+                stack.append(child)
+    found.discard(os.getpid())
+    return found
+
+
+def end_run_processes(request_id: str, proc: Path = PROC, passes: int = 10) -> int:
+    """SIGKILL every process of run `request_id`, again until none is left (one forked
+    meanwhile included); how many were killed."""
+    killed: set[int] = set()
+    for _ in range(passes):
+        pids = run_processes(request_id, proc) - killed
+        if not pids:
+            break
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+                killed.add(pid)
+        time.sleep(0.05)  # let the kernel end them before the next look
+    return len(killed)
 
 
 # ---------------------------------------------------------------- reading artifacts
