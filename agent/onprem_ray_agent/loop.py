@@ -140,7 +140,7 @@ class Agent:
 
     def reconcile(self, now: float) -> list[RunResult]:
         """Resolve the runs a killed agent left unfinished: from their artifacts when they
-        ended, else as lost (their machines are left to the decision). Also a machine left
+        ended, else as interrupted (their machines are left to the decision). Also a machine left
         retiring with no run, which nothing else would ever move."""
         runner = self._runner()
         resolved = []
@@ -148,9 +148,9 @@ class Agent:
             result = runner.recorded(run.request_id)
             if result is None:
                 result = RunResult(request_id=run.request_id, playbook=PLAYBOOKS.get(run.kind, ""),
-                                   ips=run.ips, status=outcomes.LOST, rc=None)
+                                   ips=run.ips, status=outcomes.INTERRUPTED, rc=None)
                 log.warning("run %s (%s on %s) was left unfinished by a previous agent and "
-                            "has no final status: recorded as lost", run.request_id,
+                            "has no final status: recorded as interrupted", run.request_id,
                             run.kind, ", ".join(run.ips))
             else:
                 log.info("run %s (%s on %s) ended %s while no agent watched it",

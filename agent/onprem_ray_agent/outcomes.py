@@ -5,7 +5,7 @@ one is told apart; a host that got through stays joining until Ray lists it ALIV
 decision sees. retire_workers drains through the GCS, then stops Ray: a success is drained then
 retired (spare again); a failure before Ray was stopped leaves the node running, so it is active
 again; a failure while stopping it, or an unreachable host, has failed. A host the run gave no
-result for (timed out, lost with a killed agent) has failed an add (a spare is
+result for (timed out, interrupted by a killed agent) has failed an add (a spare is
 tried instead; if Ray lists it ALIVE after all it is adopted), and is active again after a
 retire, until Ray says otherwise; but a host of an add the agent canceled is canceled (no
 failure, no backoff), and retired before it is spare again.
@@ -19,7 +19,7 @@ from onprem_ray_agent.adapters.runner import FAILED, OK, UNREACHABLE, RunResult
 from onprem_ray_agent.model import ActionKind, Event
 
 CANCELED = "canceled"  # ansible-runner's status of a run the agent canceled
-LOST = "lost"  # a run the agent was killed during, with no final status in its artifacts
+INTERRUPTED = "interrupted"  # the agent was killed during the run; no final status in its artifacts
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,7 @@ def steps(kind: str, ip: str, result: RunResult) -> tuple[Step, ...]:
             # of the machine. retire_workers stops whatever the run started there.
             return (Step(Event.JOIN_CANCELED, f"add_workers {run} canceled before it was "
                          "done: Ray is stopped there, then it is spare"),)
-        # No result (timed out, or lost with a killed agent): Ray may never have been
+        # No result (timed out, or interrupted by a killed agent): Ray may never have been
         # started there. Failed now, tried again after its backoff, rather than held for the
         # whole provision timeout; one that did join is adopted when Ray lists it ALIVE.
         return (Step(Event.ADD_FAILED, f"add_workers {run} ended {result.status} before a "

@@ -55,7 +55,7 @@ def run_rows(draw, index):
     return {"request_id": f"run-{index}", "kind": draw(st.sampled_from(["add", "retire"])),
             "ips": json.dumps(ips), "started": draw(times), "finished": finished,
             "outcome": None if finished is None else draw(st.sampled_from(
-                ["successful", "failed", "canceled", "lost"])),
+                ["successful", "failed", "canceled", "interrupted"])),
             "hosts": json.dumps({ip: draw(st.sampled_from(["ok", "failed", "unreachable"]))
                                  for ip in ips if finished is not None}),
             "output_tail": draw(st.text(max_size=5))}

@@ -175,15 +175,15 @@ def test_an_add_lost_with_the_agent_fails_the_machines_ray_does_not_list(tmp_pat
     cluster.ray.alive("cpu", 1, busy=True)  # the playbook got that far on one machine
     try:
         (result,) = agent.reconcile(NOW + 20)
-        assert result.status == "lost"
-        assert store.run(run.request_id).outcome == "lost"
+        assert result.status == "interrupted"
+        assert store.run(run.request_id).outcome == "interrupted"
         agent.iterate(NOW + 20)
         # The one Ray lists is adopted; the other is tried again after its backoff, not held
         # for the provision timeout.
         assert store.machine(CPU[0]).state == S.ACTIVE
         assert store.machine(CPU[0]).failures == 0
         lost = store.machine(CPU[1])
-        assert lost.state == S.FAILED and "ended lost" in lost.reason
+        assert lost.state == S.FAILED and "ended interrupted" in lost.reason
         assert lost.next_attempt_at == NOW + 20 + CONFIG.backoff.delay(1)
     finally:
         store.close()
@@ -202,7 +202,7 @@ def test_a_retire_lost_with_the_agent_puts_the_machine_back_to_active(tmp_path):
         agent.reconcile(NOW + 10)
         machine = store.machine(CPU[0])
         assert machine.state == S.ACTIVE
-        assert "lost" in machine.reason
+        assert "interrupted" in machine.reason
         assert store.runs(unfinished_only=True) == []
     finally:
         store.close()
