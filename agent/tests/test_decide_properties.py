@@ -260,8 +260,9 @@ def join_situations(draw) -> tuple[Config, list[Machine], DemandSnapshot]:
             state = draw(st.sampled_from([S.SPARE, S.ACTIVE, S.JOINING, S.JOINING]))
             run_id = (f"add-{'any' if shared else name}-{draw(st.integers(1, 2))}"
                       if state == S.JOINING else "")
+            # joined long ago, or lately (idle counts from the join at most)
             machines.append(Machine(ip=ip, node_type=name, state=state, request_id=run_id,
-                                    since=NOW - draw(st.sampled_from([10.0, 100.0]))))
+                                    since=NOW - draw(st.sampled_from([10.0, 100.0, 1e5]))))
             if state == S.ACTIVE:
                 busy = draw(st.booleans())
                 nodes.append(RayNode(ip=ip, total=total, available={
@@ -316,10 +317,13 @@ def test_idle_retirement_only_past_the_timeout(situation) -> None:
     config, machines, snapshot = situation
     decision = decide(config, machines, snapshot, NOW)
     idle = {n.ip: n.idle_s for n in snapshot.nodes if n.state == RayNodeState.ALIVE}
+    joined = {m.ip: m.since for m in machines}
     for action in decision.of_kind(ActionKind.RETIRE):
         if action.event.value == "idle_expired":
             for ip in action.ips:
+                # idle by Ray, and for as long since the agent saw it join
                 assert idle[ip] > config.idle_timeout_s
+                assert NOW - joined[ip] > config.idle_timeout_s
 
 
 def test_the_generator_reaches_every_side() -> None:
