@@ -9,7 +9,7 @@ comes up and prints the ratios."""
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, defaultdict
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -111,8 +111,11 @@ def _coherent(draw, node_types: list[NodeType]) -> tuple[list[Machine], list[Ray
                 continue
             state = draw(st.sampled_from([S.SPARE, S.ACTIVE, S.ACTIVE, S.JOINING, S.FAILED,
                                           S.QUARANTINED, S.DRAINING]))
+            # idle counts from the join at most: most active machines joined long ago
+            ages = {S.ACTIVE: [100.0, 1e5, 1e5, 1e5]}
+            ages = defaultdict(lambda: [0.0, 100.0, 700.0], ages)
             machines.append(Machine(ip=ip, node_type=node_type.name, state=state,
-                                    since=NOW - draw(st.sampled_from([0.0, 100.0, 700.0])),
+                                    since=NOW - draw(st.sampled_from(ages[state])),
                                     failures=draw(st.integers(0, 5)),
                                     next_attempt_at=NOW + draw(st.sampled_from([-10.0, 30.0])),
                                     success_count=draw(st.integers(0, 3))))
@@ -260,9 +263,8 @@ def join_situations(draw) -> tuple[Config, list[Machine], DemandSnapshot]:
             state = draw(st.sampled_from([S.SPARE, S.ACTIVE, S.JOINING, S.JOINING]))
             run_id = (f"add-{'any' if shared else name}-{draw(st.integers(1, 2))}"
                       if state == S.JOINING else "")
-            # joined long ago, or lately (idle counts from the join at most)
             machines.append(Machine(ip=ip, node_type=name, state=state, request_id=run_id,
-                                    since=NOW - draw(st.sampled_from([10.0, 100.0, 1e5]))))
+                                    since=NOW - draw(st.sampled_from([10.0, 100.0]))))
             if state == S.ACTIVE:
                 busy = draw(st.booleans())
                 nodes.append(RayNode(ip=ip, total=total, available={

@@ -31,11 +31,16 @@ class LockTimeout(Exception):
 
 
 @contextlib.contextmanager
-def locked(state_dir, timeout_s=None, mode=0o600):
+def locked(state_dir, timeout_s=None, uid=-1, gid=-1):
     """Hold up-claim.lock (exclusive); wait for it at most `timeout_s` (None: as long as it
-    takes). Opened read-only, so that the agent can lock a file root created."""
-    fd = os.open(os.path.join(state_dir, LOCK_FILE), os.O_RDONLY | os.O_CREAT, mode)
+    takes). The file is made (0600) owned by uid/gid (-1: the caller's), so that up_claim,
+    as root, leaves one the agent's user can open."""
+    fd = os.open(os.path.join(state_dir, LOCK_FILE), os.O_RDONLY | os.O_CREAT, 0o600)
     try:
+        if (uid, gid) != (-1, -1):
+            stat = os.fstat(fd)
+            if (stat.st_uid, stat.st_gid) != (uid, gid):
+                os.fchown(fd, uid, gid)
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         while True:
             try:

@@ -118,7 +118,7 @@ def main():
     waited = {}
     while True:
         try:
-            with agent_claims.locked(state_dir, LOCK_TIMEOUT_S):
+            with agent_claims.locked(state_dir, LOCK_TIMEOUT_S, uid, gid):
                 busy = {ip: run for ip, run in agent_claims.agent_runs(state_dir).items()
                         if ip in ips}
                 if not busy:

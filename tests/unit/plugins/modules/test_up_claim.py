@@ -12,7 +12,8 @@ import time
 from ansible_collections.onprem.ray.plugins.module_utils import agent_claims
 from ansible_collections.onprem.ray.plugins.modules import up_claim
 
-OWNER = pwd.getpwuid(os.getuid()).pw_name
+# As root, another user: the files must be the agent's user's, not the writer's.
+OWNER = "nobody" if os.getuid() == 0 else pwd.getpwuid(os.getuid()).pw_name
 IPS = ["10.0.1.2", "10.0.1.1"]
 
 
@@ -31,11 +32,15 @@ def test_the_first_up_makes_the_state_directory_and_claims(run_module, tmp_path)
     code, result = run_module(up_claim, {"ips": IPS, "state_dir": str(state_dir),
                                          "owner": OWNER})
     assert code == 0 and result["changed"], result
-    assert (state_dir.stat().st_mode & 0o777) == 0o700
+    assert (state_dir.stat().st_mode & 0o777, state_dir.stat().st_uid) == (
+        0o700, pwd.getpwnam(OWNER).pw_uid)
     claim = claim_of(state_dir)
     assert claim["ips"] == sorted(IPS) and claim["claim_id"] == result["claim_id"]
     assert claim["claim_id"].startswith("up-") and before <= claim["at"] <= time.time()
-    assert (state_dir / agent_claims.CLAIM_FILE).stat().st_mode & 0o777 == 0o600
+    # the agent (the owner) can read the claim and lock the lock file
+    for name in (agent_claims.CLAIM_FILE, agent_claims.LOCK_FILE):
+        stat = (state_dir / name).stat()
+        assert (stat.st_mode & 0o777, stat.st_uid) == (0o600, pwd.getpwnam(OWNER).pw_uid)
 
 
 def test_workers_of_other_runs_do_not_hold_the_claim_up(run_module, tmp_path) -> None:
