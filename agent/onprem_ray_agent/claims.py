@@ -18,6 +18,7 @@ from pathlib import Path
 from ansible_collections.onprem.ray.plugins.module_utils import agent_claims
 
 from onprem_ray_agent.model import Claim
+from onprem_ray_agent.store import StoreError
 
 log = logging.getLogger("onprem_ray_agent")
 
@@ -33,9 +34,18 @@ class ClaimBox:
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
         """Hold the claim lock (up_claim holds it for milliseconds)."""
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        with agent_claims.locked(self.state_dir):
+        try:
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+            lock = agent_claims.locked(self.state_dir)
+            lock.__enter__()
+        except OSError as err:
+            raise StoreError(f"up's claim lock in {self.state_dir} cannot be taken: {err}; "
+                             "the state directory and its files must be the agent's user's"
+                             ) from err
+        try:
             yield
+        finally:
+            lock.__exit__(None, None, None)
 
     def read(self) -> Claim | None:
         """`up`'s latest claim; None when there is none or it cannot be read (logged)."""

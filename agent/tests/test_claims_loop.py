@@ -96,3 +96,12 @@ def test_the_claim_lock_is_exclusive_and_waits_at_most_its_timeout(tmp_path) -> 
     assert 0.5 <= waited < 5.0, waited
     with agent_claims.locked(str(tmp_path), timeout_s=0.5):  # free again
         pass
+
+
+def test_a_claim_lock_the_agent_cannot_open_stops_it_with_the_reason(tmp_path) -> None:
+    from onprem_ray_agent.store import StoreError
+
+    (tmp_path / agent_claims.LOCK_FILE).mkdir()  # not a file: cannot be opened as one
+    with pytest.raises(StoreError, match=r"claim lock .* cannot be taken"), \
+            ClaimBox(tmp_path).locked():
+        pass

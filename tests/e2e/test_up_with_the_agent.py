@@ -15,6 +15,7 @@ comes stays the agent's: `up` waits for that run, then claims the others.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import time
 from collections import Counter
@@ -70,9 +71,11 @@ class Head:
         return json.loads(self.ssh("onprem-ray-agent", "status", "--state-dir", STATE_DIR,
                                    "--json", "--no-decide"))
 
-    def journal(self, since: str) -> str:
+    def journal(self, since: str, until: str = "") -> str:
+        """The agent's log from `since` (to `until`), the head's `date +%s`."""
+        end = ["--until", f"@{until}"] if until else []
         return self.ssh("sudo", "journalctl", "-u", "onprem-ray-agent", "--no-pager", "-o",
-                        "cat", "--since", f"@{since}")
+                        "cat", "--since", f"@{since}", *end)
 
     def now(self) -> str:
         return self.ssh("date", "+%s").strip()
@@ -91,13 +94,19 @@ class Head:
             time.sleep(2)
         raise AssertionError(f"not within {timeout:.0f} s: {what}; {self.status()}")
 
-    def up_all(self) -> dict[str, dict[str, int]]:
+    def up_all(self, since: str) -> str:
+        """`up -e ray_up_workers=all`, which succeeds: its last play saw every worker ALIVE,
+        and the agent retired none while it ran. Returns the agent's log meanwhile."""
         result = self.cluster.playbook("up", "-e", "ray_up_workers=all",
                                        "-e", "head_agent_interval=1", timeout=1800)
+        ended = self.now()
         counts = recap(result.stdout)
         assert set(counts) == {m.ip for m in self.pool.machines}, counts
         assert all(c["failed"] == 0 and c["unreachable"] == 0 for c in counts.values()), counts
-        return counts
+        assert "Ray workers ALIVE" in result.stdout
+        log = self.journal(since, ended)
+        assert "retire " not in log and "(idle_expired)" not in log, log[-4000:]
+        return log
 
 
 def assert_one_owner(head: Head, since: str, runs_before: set[str]) -> dict[str, Any]:
@@ -138,14 +147,13 @@ def test_the_first_up_starts_every_worker_with_the_agent_on(head: Head) -> None:
     assert head.ssh("sh", "-c", f"test -e {STATE_DIR}/state.db && echo yes || echo no"
                     ).strip() == "no"
     since = head.now()
-    head.up_all()
-    alive = head.workers_alive()
-    assert alive == {m.ip for m in head.pool.workers}, alive
+    log = head.up_all(since)
     status = assert_one_owner(head, since, set())
-    # The agent added none of them: up started them all.
+    # The agent added none of them: up started them all, and the agent saw them join.
     assert not [r for r in status["recent_runs"] + status["running"] if r["kind"] == "add"]
-    reasons = {m["ip"]: m["reason"] for m in status["machines"]}
-    assert all("started by up" in reason for reason in reasons.values()), reasons
+    for worker in head.pool.workers:
+        assert re.search(rf"mark [^(]*\b{re.escape(worker.ip)}\b[^(]*\(joined\): seen ALIVE "
+                         r"in Ray \(started by up", log), log[-4000:]
 
 
 def test_up_while_the_agent_adds_a_worker_for_pending_demand(head: Head) -> None:
@@ -160,15 +168,18 @@ def test_up_while_the_agent_adds_a_worker_for_pending_demand(head: Head) -> None
     def adding() -> bool:
         return any(r["kind"] == "add" for r in head.status()["running"])
     head.wait("the agent adds a worker", adding, timeout=120)
-    head.up_all()
-    alive = head.workers_alive()
-    assert alive == {m.ip for m in head.pool.workers}, alive
+    log = head.up_all(since)
     status = assert_one_owner(head, since, runs_before)
     adds = [r for r in status["recent_runs"] + status["running"]
             if r["kind"] == "add" and r["request_id"] not in runs_before]
     assert len(adds) == 1 and len(adds[0]["ips"]) == 1, adds
     added = adds[0]["ips"][0]
-    reasons = {m["ip"]: m["reason"] for m in status["machines"]}
-    others = {ip: reason for ip, reason in reasons.items() if ip != added}
-    assert others and all("started by up" in r for r in others.values()), reasons
-    assert "started by up" not in reasons[added], reasons
+    others = [m.ip for m in head.pool.workers if m.ip != added]
+    assert others
+    for worker in others:  # up started them
+        assert re.search(rf"mark [^(]*\b{re.escape(worker)}\b[^(]*\(claimed\)", log), \
+            log[-4000:]
+    # the agent's own: joined from its add, never claimed
+    assert not re.search(rf"mark [^(]*\b{re.escape(added)}\b[^(]*\(claimed\)", log)
+    assert re.search(rf"mark [^(]*\b{re.escape(added)}\b[^(]*\(joined\): seen ALIVE in "
+                     r"Ray$", log, re.MULTILINE), log[-4000:]
