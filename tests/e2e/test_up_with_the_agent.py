@@ -97,8 +97,10 @@ class Head:
     def up_all(self, since: str) -> str:
         """`up -e ray_up_workers=all`, which succeeds: its last play saw every worker ALIVE,
         and the agent retired none while it ran. Returns the agent's log meanwhile."""
+        # ray_start_timeout: on a loaded test machine a raylet may need its unit's restart
         result = self.cluster.playbook("up", "-e", "ray_up_workers=all",
-                                       "-e", "head_agent_interval=1", timeout=1800)
+                                       "-e", "head_agent_interval=1",
+                                       "-e", "ray_start_timeout=600", timeout=2400)
         ended = self.now()
         counts = recap(result.stdout)
         assert set(counts) == {m.ip for m in self.pool.machines}, counts
