@@ -112,7 +112,7 @@ def _coherent(draw, node_types: list[NodeType]) -> tuple[list[Machine], list[Ray
             state = draw(st.sampled_from([S.SPARE, S.ACTIVE, S.ACTIVE, S.JOINING, S.FAILED,
                                           S.QUARANTINED, S.DRAINING]))
             # idle counts from the join at most: most active machines joined long ago
-            ages = {S.ACTIVE: [100.0, 1e5, 1e5, 1e5]}
+            ages = {S.ACTIVE: [1e5, 1e5, 1e5, 100.0]}
             ages = defaultdict(lambda: [0.0, 100.0, 700.0], ages)
             machines.append(Machine(ip=ip, node_type=node_type.name, state=state,
                                     since=NOW - draw(st.sampled_from(ages[state])),
