@@ -44,6 +44,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def _status(args: argparse.Namespace) -> int:
     from onprem_ray_agent.adapters.ray_state import GcsRayState
+    from onprem_ray_agent.claims import ClaimBox
     from onprem_ray_agent.config import ConfigError, load_config
     from onprem_ray_agent.loop import Agent
     from onprem_ray_agent.settings import SettingsError, load_settings
@@ -76,7 +77,7 @@ def _status(args: argparse.Namespace) -> int:
             unneeded = {str(run): float(at) for run, at in unneeded.items()
                         if isinstance(at, int | float)} if isinstance(unneeded, dict) else {}
             agent = Agent(loaded.config, store, GcsRayState(gcs_address), None, dry_run=True,
-                          unneeded_since=unneeded)
+                          unneeded_since=unneeded, claims=ClaimBox(state_dir))
             fresh = agent.iterate(time.time())
         status = collect_status(store, state_dir, fresh)
     finally:

@@ -33,6 +33,7 @@ from onprem_ray_agent.demand import has_demand
 from onprem_ray_agent.model import (
     Action,
     ActionKind,
+    Claim,
     Config,
     Decision,
     DemandSnapshot,
@@ -55,6 +56,12 @@ _RUN_SUMMARY_CHARS = 8000
 
 class RayState(Protocol):
     def snapshot(self) -> DemandSnapshot: ...
+
+
+class Claims(Protocol):
+    """Where `up` tells which workers it starts itself (claims.ClaimBox)."""
+
+    def read(self) -> Claim | None: ...
 
 
 class Metrics(Protocol):
@@ -104,7 +111,8 @@ class Agent:
     def __init__(self, config: Config, store: StateStore, ray: RayState,
                  runner: PlaybookRunner | None, *, metrics: Metrics | None = None,
                  dry_run: bool = False, monotonic: Any = time.monotonic,
-                 unneeded_since: Mapping[str, float] | None = None) -> None:
+                 unneeded_since: Mapping[str, float] | None = None,
+                 claims: Claims | None = None) -> None:
         if not dry_run and runner is None:
             raise ValueError("an agent that acts needs a playbook runner")
         self.config = config
@@ -113,6 +121,7 @@ class Agent:
         self.runner = runner
         self.metrics = metrics
         self.dry_run = dry_run
+        self.claims = claims
         self._monotonic = monotonic
         self._reported_infeasible: set[str] = set()
         self._ray_down_since: float | None = None
@@ -188,8 +197,10 @@ class Agent:
         running_adds = {run.request_id for run in self.store.runs(limit=1_000_000,
                                                                   unfinished_only=True)
                         if run.kind == ActionKind.ADD.value}
+        claim = self.claims.read() if self.claims is not None else None
         decision = decide(self.config, machines.values(), demand, now,
-                          running_adds=running_adds, unneeded_since=self._unneeded_since)
+                          running_adds=running_adds, unneeded_since=self._unneeded_since,
+                          claim=claim)
         self._unneeded_since = dict(decision.unneeded_since)
         self._log_infeasible(decision)
         step = _Iteration(now)
@@ -229,6 +240,10 @@ class Agent:
         if self.runner is None:
             raise RuntimeError("this agent runs no playbooks (dry run)")
         return self.runner
+
+    def busy(self) -> dict[str, str]:
+        """IP -> request id of the unfinished run that has it (what `up` must not claim)."""
+        return self._busy()
 
     def _busy(self) -> dict[str, str]:
         """IP -> request id of the unfinished run that has it."""
@@ -295,8 +310,9 @@ class Agent:
                         raise transitions.IllegalTransition(f"{ip} is already recorded")
                     self.store.put(machine)
                 else:
+                    # a claim's id becomes the machine's (CLAIMED); other marks keep theirs
                     machine = self._apply(records.get(ip), action.event, step.now,
-                                          reason=action.reason)
+                                          reason=action.reason, request_id=action.request_id)
             except transitions.IllegalTransition as err:  # an earlier part was held
                 step.held.append(f"{ip}: {action.kind.value} held: {err}")
                 continue

@@ -50,6 +50,8 @@ class Event(StrEnum):
     QUARANTINE = "quarantine"
     BACKOFF_ELAPSED = "backoff_elapsed"
     RELEASED = "released"  # an operator takes a machine out of quarantine
+    CLAIMED = "claimed"  # `up` starts Ray there itself (a claim): joining, with no run
+    CLAIM_EXPIRED = "claim_expired"  # claimed by `up`, not ALIVE within provision_timeout_s
 
 
 class PlacementStrategy(StrEnum):
@@ -309,6 +311,30 @@ class Machine:
     next_attempt_at: float = 0.0  # a failed machine is not added again before this
     request_id: str = ""  # the last playbook run that touched it
     success_count: int = 0  # how many adds of it succeeded
+
+
+# The request id of a machine claimed by `up` starts so (an agent's run: add- or retire-).
+CLAIM_PREFIX = "up-"
+
+
+def is_claim(request_id: str) -> bool:
+    """Whether a machine's request id is `up`'s claim rather than a playbook run."""
+    return request_id.startswith(CLAIM_PREFIX)
+
+
+@dataclass(frozen=True)
+class Claim:
+    """Workers `up` starts Ray on itself, told to the agent before it does: the agent never
+    adds them, and records them joining (request id `claim_id`, no run) until Ray lists them
+    ALIVE. Valid for provision_timeout_s from `at`."""
+
+    claim_id: str
+    at: float
+    ips: frozenset[str]
+
+    def __post_init__(self) -> None:
+        if not is_claim(self.claim_id):
+            raise ValueError(f"a claim id starts with {CLAIM_PREFIX!r}: {self.claim_id!r}")
 
 
 @functools.lru_cache(maxsize=65536)

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from onprem_ray_agent.adapters.ray_state import GcsRayState
 from onprem_ray_agent.adapters.runner import AnsibleRunner, PlaybookRunner, ansible_environment
+from onprem_ray_agent.claims import ClaimBox
 from onprem_ray_agent.config import ConfigError, LoadedConfig, collection_dir, load_config
 from onprem_ray_agent.history import HistoryRecorder
 from onprem_ray_agent.loop import RETIRE_STOP_MARGIN_S, Agent, IterationReport, RayState
@@ -186,12 +187,18 @@ def _serve(options: Options, loaded: LoadedConfig, settings: Settings, store: St
         address = options.metrics_address or loaded.config.head_ip
         server = metrics.serve(address, options.metrics_port)
         log.info("metrics on http://%s:%d/metrics", address, options.metrics_port)
+    claims = ClaimBox(options.state_dir)
     agent = Agent(loaded.config, store, ray or GcsRayState(options.gcs_address), runner,
-                  metrics=metrics, dry_run=options.dry_run)
+                  metrics=metrics, dry_run=options.dry_run, claims=claims)
     history = HistoryRecorder(options.state_dir, loaded.config.head_ip)
+    # `up`'s claim is read, and the agent's runs started and published, under the claim lock
+    # (a dry run only reads the claim).
+    hold = contextlib.nullcontext if options.dry_run else claims.locked
     try:
         if not options.dry_run:
-            agent.reconcile(time.time())
+            with claims.locked():
+                agent.reconcile(time.time())
+                claims.publish(agent.busy())
         log.info("agent started: %d machines in the pool, state in %s%s", len(loaded.pool),
                  options.state_dir, " (dry run: acting on nothing)" if options.dry_run else "")
         _notify_systemd("READY=1")
@@ -203,7 +210,10 @@ def _serve(options: Options, loaded: LoadedConfig, settings: Settings, store: St
                 if runner is not None:
                     runner.set_pool(loaded.pool, loaded.path, loaded.hostvars_of_leaving)
             try:
-                report = agent.iterate(time.time())
+                with hold():
+                    report = agent.iterate(time.time())
+                    if not options.dry_run:
+                        claims.publish(agent.busy())
             except StoreError:  # nothing can be recorded: act on nothing more, exit
                 if runner is not None:  # their ends are read back from the artifacts later
                     runner.cancel_all()
@@ -225,7 +235,9 @@ def _serve(options: Options, loaded: LoadedConfig, settings: Settings, store: St
                 break
             signals.stop.wait(_interval(options, settings))
         if not options.dry_run:
-            agent.stop(time.time())
+            with claims.locked():
+                agent.stop(time.time())
+                claims.publish(agent.busy())
         log.info("agent stopped")
         return 0
     finally:

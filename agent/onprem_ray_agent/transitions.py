@@ -30,6 +30,13 @@ TRANSITIONS: dict[tuple[MachineState | None, Event], MachineState | None] = {
     # failure, no backoff); retire_workers then stops whatever the run had started there
     (S.JOINING, E.JOIN_CANCELED): S.CANCELED,
     (S.CANCELED, E.DRAIN_REQUESTED): S.DRAINING,
+    # `up` starts Ray there itself: joining with no run (a claim renewed by a later `up`);
+    # not ALIVE within the provision timeout (`up` stopped first): spare again, no failure
+    (S.SPARE, E.CLAIMED): S.JOINING,
+    (S.FAILED, E.CLAIMED): S.JOINING,
+    (S.CANCELED, E.CLAIMED): S.JOINING,
+    (S.JOINING, E.CLAIMED): S.JOINING,
+    (S.JOINING, E.CLAIM_EXPIRED): S.SPARE,
     # the raylet died and did not come back, or the machine went away
     (S.ACTIVE, E.LOST): S.FAILED,
     (S.ACTIVE, E.IDLE_EXPIRED): S.DRAINING,

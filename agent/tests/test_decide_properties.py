@@ -9,7 +9,7 @@ comes up and prints the ratios."""
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, defaultdict
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -111,8 +111,11 @@ def _coherent(draw, node_types: list[NodeType]) -> tuple[list[Machine], list[Ray
                 continue
             state = draw(st.sampled_from([S.SPARE, S.ACTIVE, S.ACTIVE, S.JOINING, S.FAILED,
                                           S.QUARANTINED, S.DRAINING]))
+            # idle counts from the join at most: most active machines joined long ago
+            ages = {S.ACTIVE: [1e5, 1e5, 1e5, 100.0]}
+            ages = defaultdict(lambda: [0.0, 100.0, 700.0], ages)
             machines.append(Machine(ip=ip, node_type=node_type.name, state=state,
-                                    since=NOW - draw(st.sampled_from([0.0, 100.0, 700.0])),
+                                    since=NOW - draw(st.sampled_from(ages[state])),
                                     failures=draw(st.integers(0, 5)),
                                     next_attempt_at=NOW + draw(st.sampled_from([-10.0, 30.0])),
                                     success_count=draw(st.integers(0, 3))))
@@ -316,10 +319,13 @@ def test_idle_retirement_only_past_the_timeout(situation) -> None:
     config, machines, snapshot = situation
     decision = decide(config, machines, snapshot, NOW)
     idle = {n.ip: n.idle_s for n in snapshot.nodes if n.state == RayNodeState.ALIVE}
+    joined = {m.ip: m.since for m in machines}
     for action in decision.of_kind(ActionKind.RETIRE):
         if action.event.value == "idle_expired":
             for ip in action.ips:
+                # idle by Ray, and for as long since the agent saw it join
                 assert idle[ip] > config.idle_timeout_s
+                assert NOW - joined[ip] > config.idle_timeout_s
 
 
 def test_the_generator_reaches_every_side() -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 from decide_fixtures import (
+    NOW,
     bundles,
     busy,
     config,
@@ -28,7 +29,8 @@ def _cfg(**type_kwargs):
 
 
 def _active(*indexes):
-    return [machine("cpu", i, "active") for i in indexes]
+    # Active for longer than any idle time below: Ray's idle duration decides.
+    return [machine("cpu", i, "active", since=NOW - 100_000) for i in indexes]
 
 
 IDLE = [
@@ -94,7 +96,8 @@ def test_a_types_own_idle_timeout_retires_its_nodes_alone(idle_s, expected) -> N
     one node of each, idle as long as each other."""
     cfg = config(node_type("cpu", 2, idle_timeout_s=60.0), node_type("gpu", 2),
                  idle_timeout_minutes=5)
-    machines = [machine("cpu", 1, "active"), machine("gpu", 1, "active")]
+    machines = [machine("cpu", 1, "active", since=NOW - 100_000),
+                machine("gpu", 1, "active", since=NOW - 100_000)]
     decision = run(cfg, machines, snapshot(worker("cpu", 1, idle_s=idle_s),
                                            worker("gpu", 1, idle_s=idle_s)))
     assert retired(decision) == expected
@@ -112,7 +115,7 @@ def test_a_kept_idle_node_is_explained() -> None:
 
 def test_many_kept_machines_make_one_short_note() -> None:
     cfg = config(node_type("cpu", 30, min_workers=30), idle_timeout_minutes=5)
-    machines = [machine("cpu", i, "active") for i in range(1, 31)]
+    machines = _active(*range(1, 31))
     decision = run(cfg, machines, snapshot(*[worker("cpu", i, idle_s=900) for i in
                                             range(1, 31)]))
     (note,) = decision.notes

@@ -23,6 +23,11 @@ LEGAL = [
     (S.JOINING, E.PROVISION_TIMEOUT, S.FAILED),
     (S.JOINING, E.JOIN_CANCELED, S.CANCELED),
     (S.CANCELED, E.DRAIN_REQUESTED, S.DRAINING),
+    (S.SPARE, E.CLAIMED, S.JOINING),
+    (S.FAILED, E.CLAIMED, S.JOINING),
+    (S.CANCELED, E.CLAIMED, S.JOINING),
+    (S.JOINING, E.CLAIMED, S.JOINING),
+    (S.JOINING, E.CLAIM_EXPIRED, S.SPARE),
     (S.ACTIVE, E.LOST, S.FAILED),
     (S.ACTIVE, E.IDLE_EXPIRED, S.DRAINING),
     (S.ACTIVE, E.DRAIN_REQUESTED, S.DRAINING),
@@ -83,7 +88,7 @@ def test_only_admitted_creates_a_record() -> None:
 
 def test_the_error_lists_what_is_allowed() -> None:
     with pytest.raises(IllegalTransition, match=r"allowed: add_requested, joined, "
-                                                r"removed_from_inventory"):
+                                                r"claimed, removed_from_inventory"):
         transitions.apply(machine(S.SPARE), E.DRAINED, NOW)
 
 
@@ -166,4 +171,5 @@ def test_a_canceled_join_is_retired_to_spare_without_a_failure_or_a_backoff() ->
 
 
 def test_a_canceled_machine_is_neither_added_nor_adopted_before_it_is_retired() -> None:
-    assert legal_events(S.CANCELED) == (E.DRAIN_REQUESTED,)
+    # (or started by `up` itself: joining under its claim)
+    assert legal_events(S.CANCELED) == (E.DRAIN_REQUESTED, E.CLAIMED)

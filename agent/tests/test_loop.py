@@ -109,7 +109,7 @@ RETIRE_CASES = [
 
 @pytest.mark.parametrize(("hosts", "task", "state", "error"), RETIRE_CASES)
 def test_a_retire_runs_outcome_on_its_machine(world, hosts, task, state, error):
-    put(world, "active", 1)
+    put(world, "active", 1, since=NOW - 3600)  # joined long ago
     world.ray.alive("cpu", 1, idle_s=61)  # past idle_timeout_minutes 1
     report = world.agent.iterate(NOW)
     (retire,) = [a for a in report.acted if a.kind == ActionKind.RETIRE]

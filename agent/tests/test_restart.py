@@ -193,7 +193,7 @@ def test_a_retire_lost_with_the_agent_puts_the_machine_back_to_active(tmp_path):
     cluster, store, agent = started(tmp_path)
     agent.iterate(NOW)
     store.put(store.machine(CPU[0]).__class__(ip=CPU[0], node_type="cpu", state=S.ACTIVE,
-                                              since=NOW))
+                                              since=NOW - 3600))
     cluster.ray.alive("cpu", 1, idle_s=120)
     agent.iterate(NOW + 5)
     assert store.machine(CPU[0]).state == S.DRAINING

@@ -234,7 +234,11 @@ class Simulation:
                 wake = min(wake, machine.since + config.drain_deadline_s + 1e-6)
         for node in self.ray.nodes.values():
             if node.idle_since is not None and not node.draining:
-                threshold = node.idle_since + config.idle_timeout_s + 1e-6
+                # idle counts from the later of Ray's idle start and the agent's join
+                record = self.records.get(node.ip)
+                joined = record.since if record is not None and record.state == S.ACTIVE \
+                    else node.idle_since
+                threshold = max(node.idle_since, joined) + config.idle_timeout_s + 1e-6
                 # a node kept past its timeout (min_workers, demand) is decided again on change
                 if threshold > now:
                     wake = min(wake, threshold)

@@ -4,9 +4,9 @@ Pure: no I/O, no clock, no randomness; the same input always gives the same deci
 is one iteration of the loop, a list of policies over one explicit `Context`, in the order of
 Ray autoscaler v2's `ResourceDemandScheduler.schedule`:
 
-1. observe (`observe.py`): machines seen ALIVE join, joins that take too long fail, failed
-   machines whose backoff elapsed become spare (or are quarantined), drains past their
-   deadline fail;
+1. observe (`observe.py`): machines `up` claims are joining (`claims.py`), machines seen
+   ALIVE join, joins that take too long fail, failed machines whose backoff elapsed become
+   spare (or are quarantined), drains past their deadline fail;
 2. follow the inventory (`inventory.py`): new IPs become spare, removed ones are forgotten or
    retired first;
 3. scale up (`scale_up.py`): place the demand as Ray's scheduler scores it, on the nodes there
@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping
 
-from onprem_ray_agent.model import Config, Decision, DemandSnapshot, Machine
+from onprem_ray_agent.model import Claim, Config, Decision, DemandSnapshot, Machine
 from onprem_ray_agent.policy.cancel_joins import cancel_joins
 from onprem_ray_agent.policy.context import OCCUPYING, WORKING, Context, request_id
 from onprem_ray_agent.policy.inventory import follow_inventory
@@ -37,11 +37,13 @@ __all__ = ["MAX_EXACT_SHAPES", "OCCUPYING", "WORKING", "Decision", "decide", "re
 
 def decide(config: Config, machines: Iterable[Machine], snapshot: DemandSnapshot,
            now: float, *, running_adds: Collection[str] | None = None,
-           unneeded_since: Mapping[str, float] | None = None) -> Decision:
+           unneeded_since: Mapping[str, float] | None = None,
+           claim: Claim | None = None) -> Decision:
     """What to do at `now`, given the pool's records and Ray's demand. `running_adds`: the
     request ids of the add runs still running (None: every joining machine's);
-    `unneeded_since`: the last decision's `Decision.unneeded_since`."""
-    ctx = Context.build(config, machines, snapshot, now, running_adds, unneeded_since)
+    `unneeded_since`: the last decision's `Decision.unneeded_since`; `claim`: the workers
+    `up` starts itself (policy/claims.py)."""
+    ctx = Context.build(config, machines, snapshot, now, running_adds, unneeded_since, claim)
     observe(ctx)
     follow_inventory(ctx)
     if ctx.head_alive:

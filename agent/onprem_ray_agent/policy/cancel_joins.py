@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 from collections import Counter
 
-from onprem_ray_agent.model import ActionKind, Machine, MachineState, ip_sort_key
+from onprem_ray_agent.model import ActionKind, Machine, MachineState, ip_sort_key, is_claim
 from onprem_ray_agent.policy.context import Context, seconds
 from onprem_ray_agent.policy.scale_up import machines_needed
 
@@ -49,11 +49,12 @@ def cancel_joins(ctx: Context) -> None:
 def _running_joins(ctx: Context) -> dict[str, list[Machine]]:
     """Add runs still running, by request id, whose machines are all joining, of one node
     type, and stay in the pool (a run whose machine joined, failed or leaves is left to end
-    by itself)."""
+    by itself). Machines `up` claimed have no run: `up` starts them, nothing is canceled."""
     runs: dict[str, list[Machine]] = {}
     for ip in sorted(ctx.current, key=ip_sort_key):
         machine = ctx.current[ip]
-        if machine.request_id and (ctx.running_adds is None
+        if machine.request_id and not is_claim(machine.request_id) and (
+                ctx.running_adds is None
                                    or machine.request_id in ctx.running_adds):
             runs.setdefault(machine.request_id, []).append(machine)
     return {run_id: machines for run_id, machines in runs.items()

@@ -13,6 +13,7 @@ from onprem_ray_agent import transitions
 from onprem_ray_agent.model import (
     Action,
     ActionKind,
+    Claim,
     Config,
     Decision,
     DemandSnapshot,
@@ -37,13 +38,15 @@ class Phase(IntEnum):
     """Actions are returned in this order, so that applying them one after the other is
     always legal (e.g. forget before re-admitting an IP whose node type changed)."""
 
-    MARK = 0
-    FORGET = 1
-    ADMIT = 2
-    MARK_ADMITTED = 3
-    RETIRE = 4
-    ADD = 5
-    CANCEL = 6
+    CLAIM = 0  # `up`'s claim, before what is then observed of the machine
+    MARK = 1
+    FORGET = 2
+    ADMIT = 3
+    CLAIM_ADMITTED = 4
+    MARK_ADMITTED = 5
+    RETIRE = 6
+    ADD = 7
+    CANCEL = 8
 
 
 def request_id(kind: ActionKind, node_type: str, ips: Iterable[str], now: float) -> str:
@@ -93,6 +96,8 @@ class Context:
     running_adds: Collection[str] | None = None
     unneeded_before: Mapping[str, float] = field(default_factory=dict)
     unneeded_since: dict[str, float] = field(default_factory=dict)
+    # Workers `up` starts Ray on itself (None: no claim, or it expired).
+    claim: Claim | None = None
     # (phase, kind, event, node type, reason) -> IPs, in the order first recorded
     _actions: dict[tuple[Phase, ActionKind, Event, str, str], list[str]] = field(
         default_factory=dict)
@@ -102,9 +107,12 @@ class Context:
     @classmethod
     def build(cls, config: Config, machines: Iterable[Machine], snapshot: DemandSnapshot,
               now: float, running_adds: Collection[str] | None = None,
-              unneeded_since: Mapping[str, float] | None = None) -> Context:
+              unneeded_since: Mapping[str, float] | None = None,
+              claim: Claim | None = None) -> Context:
+        if claim is not None and now - claim.at > config.provision_timeout_s:
+            claim = None  # `up` stopped before the agent read it: too old to hold anything
         ctx = cls(config=config, snapshot=snapshot, now=now, running_adds=running_adds,
-                  unneeded_before=dict(unneeded_since or {}))
+                  unneeded_before=dict(unneeded_since or {}), claim=claim)
         head = config.head_ip
         for node_type in config.node_types:
             for ip in node_type.ips:
@@ -135,6 +143,19 @@ class Context:
     def head_alive(self) -> bool:
         return self.head in self.alive
 
+    def claimed(self, ip: str) -> bool:
+        """Whether `up` claims `ip` (it starts Ray there itself)."""
+        return self.claim is not None and ip in self.claim.ips
+
+    def idle_s(self, machine: Machine) -> float:
+        """How long an active machine has been idle: Ray's idle duration counts from Ray's
+        start there, so it is capped by the time since the agent first saw it ALIVE (a
+        machine that just joined is never idle for long). inf when Ray does not list it."""
+        node = self.alive.get(machine.ip)
+        if node is None:
+            return float("inf")
+        return min(node.idle_s, max(0.0, self.now - machine.since))
+
     def act(self, phase: Phase, kind: ActionKind, event: Event, node_type: str,
             ips: str | Iterable[str], reason: str) -> None:
         """Record an action; actions of one phase, kind, event, type and reason merge."""
@@ -156,11 +177,16 @@ class Context:
         self._run_ids[key] = run_id
 
     def mark(self, machine: Machine, event: Event, reason: str,
-             phase: Phase = Phase.MARK) -> None:
-        """Record an observation or a timeout of `machine` (runs nothing)."""
+             phase: Phase = Phase.MARK, request_id: str = "") -> None:
+        """Record an observation or a timeout of `machine` (runs nothing); `request_id`: the
+        claim that makes it joining (CLAIMED)."""
         self.current[machine.ip] = transitions.apply(
-            machine, event, self.now, reason=reason, backoff=self.config.backoff)
+            machine, event, self.now, reason=reason, request_id=request_id,
+            backoff=self.config.backoff)
         self.act(phase, ActionKind.MARK, event, machine.node_type, machine.ip, reason)
+        if request_id:
+            self._run_ids[(phase, ActionKind.MARK, event, machine.node_type, reason)] = \
+                request_id
 
     def members(self, node_type: str) -> list[Machine]:
         """The machines of a node type that stay in the pool, in address order (fixed once

@@ -1,10 +1,12 @@
-"""Policy 2, follow the inventory: new IPs become spare; an IP removed (or moved to another
-node type) is forgotten when nothing runs there, else drained and retired first."""
+"""Policy 2, follow the inventory: new IPs become spare (joining, when `up` claims them); an
+IP removed (or moved to another node type) is forgotten when nothing runs there, else drained
+and retired first."""
 
 from __future__ import annotations
 
 from onprem_ray_agent import transitions
 from onprem_ray_agent.model import ActionKind, Event, MachineState, ip_sort_key
+from onprem_ray_agent.policy.claims import apply_claim, joined_reason
 from onprem_ray_agent.policy.context import Context, Phase
 
 S = MachineState
@@ -46,6 +48,10 @@ def follow_inventory(ctx: Context) -> None:
         ctx.current[ip] = transitions.admit(ip, node_type, ctx.now)
         ctx.act(Phase.ADMIT, ActionKind.ADMIT, Event.ADMITTED, node_type, ip,
                 "added to the inventory")
+        # `up` claims the workers it starts before the agent first records them.
+        machine = apply_claim(ctx, ctx.current[ip], Phase.CLAIM_ADMITTED)
         if ip in ctx.alive:
-            ctx.mark(ctx.current[ip], Event.JOINED,
-                     "already ALIVE in Ray when added to the inventory", Phase.MARK_ADMITTED)
+            ctx.mark(machine, Event.JOINED,
+                     joined_reason(machine) if machine.state == S.JOINING
+                     else "already ALIVE in Ray when added to the inventory",
+                     Phase.MARK_ADMITTED)

@@ -1,12 +1,15 @@
-"""Policy 1, observe: what Ray and the clock say about each recorded machine. Machines seen
-ALIVE join, joins that take too long fail, failed machines whose backoff elapsed become spare
-(or are quarantined), drains past their deadline fail, machines whose add was canceled are
-retired (whatever the add started there is stopped) before they are spare."""
+"""Policy 1, observe: what Ray and the clock say about each recorded machine. `up`'s claim
+makes the machines it starts joining first (claims.py). Machines seen ALIVE join, joins that
+take too long fail (a claimed machine is spare again instead: `up` stopped before starting
+Ray there), failed machines whose backoff elapsed become spare (or are quarantined), drains
+past their deadline fail, machines whose add was canceled are retired (whatever the add
+started there is stopped) before they are spare."""
 
 from __future__ import annotations
 
 from onprem_ray_agent import transitions
-from onprem_ray_agent.model import ActionKind, Event, Machine, MachineState, ip_sort_key
+from onprem_ray_agent.model import ActionKind, Event, Machine, MachineState, ip_sort_key, is_claim
+from onprem_ray_agent.policy.claims import apply_claim, joined_reason
 from onprem_ray_agent.policy.context import Context, Phase, plural, seconds
 
 S = MachineState
@@ -16,7 +19,7 @@ def observe(ctx: Context) -> None:
     for ip in sorted(ctx.records, key=ip_sort_key):
         machine = ctx.records[ip]
         ctx.current[ip] = machine
-        _observe_one(ctx, machine)
+        _observe_one(ctx, apply_claim(ctx, machine))
 
 
 def _observe_one(ctx: Context, machine: Machine) -> None:
@@ -24,10 +27,17 @@ def _observe_one(ctx: Context, machine: Machine) -> None:
     alive = machine.ip in ctx.alive
     state = machine.state
     if alive and state == S.JOINING:
-        ctx.mark(machine, Event.JOINED, "seen ALIVE in Ray")
+        ctx.mark(machine, Event.JOINED, joined_reason(machine))
     elif alive and state in (S.SPARE, S.FAILED):
         ctx.mark(machine, Event.JOINED,
                  f"found ALIVE in Ray while recorded {state.value}: adopted")
+    elif state == S.JOINING and now - machine.since > config.provision_timeout_s \
+            and is_claim(machine.request_id):
+        ctx.mark(machine, Event.CLAIM_EXPIRED,
+                 f"started by up (claim {machine.request_id}) but not ALIVE in Ray "
+                 f"{seconds(now - machine.since)} later (provision_timeout_s "
+                 f"{config.provision_timeout_s:g}): spare again, no failure counted (up may "
+                 "have stopped before it started Ray there)")
     elif state == S.JOINING and now - machine.since > config.provision_timeout_s:
         ctx.mark(machine, Event.PROVISION_TIMEOUT,
                  f"not ALIVE in Ray {seconds(now - machine.since)} after the add "

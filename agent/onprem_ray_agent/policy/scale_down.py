@@ -1,9 +1,10 @@
 """Policy 4, scale down: retire above max_workers, then machines idle past their type's
-timeout that host no demand, never below min_workers."""
+timeout that host no demand, never below min_workers. A machine's idle time is Ray's idle
+duration, at most the time since the agent first saw it ALIVE (`Context.idle_s`): Ray counts
+from its start there, so a worker `up` started minutes before it registered is not idle yet."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 
 from onprem_ray_agent.model import ActionKind, Event, Machine, MachineState, RayNode, ip_sort_key
@@ -41,8 +42,7 @@ class _ScaleDown:
     def _termination_order(self, machine: Machine) -> tuple:
         # Ray v2 _sort_nodes_for_termination: longest idle first, then least used.
         node = self.ctx.alive.get(machine.ip)
-        idle = node.idle_s if node else math.inf
-        return (-idle, _utilization(node), ip_sort_key(machine.ip))
+        return (-self.ctx.idle_s(machine), _utilization(node), ip_sort_key(machine.ip))
 
     def _retire(self, machines: list[Machine], event: Event, reason: str,
                 node_type: str) -> None:
@@ -111,13 +111,16 @@ class _ScaleDown:
         idle: list[Machine] = []
         kept_for_demand: list[str] = []
         kept_for_min: dict[str, list[str]] = {}
+        idle_s = {}
         for machine in self._active():
-            node = self.ctx.alive.get(machine.ip)
-            if node is None or node.idle_s <= self.config.idle_timeout_of(machine.node_type):
+            if machine.ip not in self.ctx.alive:
+                continue
+            idle_s[machine.ip] = self.ctx.idle_s(machine)
+            if idle_s[machine.ip] <= self.config.idle_timeout_of(machine.node_type):
                 continue
             sim = self.sim_by_ip.get(machine.ip)
             if sim is not None and sim.hosts_demand:
-                kept_for_demand.append(f"{machine.ip} idle {seconds(node.idle_s)}")
+                kept_for_demand.append(f"{machine.ip} idle {seconds(idle_s[machine.ip])}")
                 continue
             idle.append(machine)
         note_list(self.ctx.notes, kept_for_demand, "kept, as pending demand fits there")
@@ -126,7 +129,7 @@ class _ScaleDown:
         for machine in idle:
             node_type = self.config.node_type(machine.node_type)
             floor = node_type.effective_min if node_type else 0
-            seen = f"{machine.ip} idle {seconds(self.ctx.alive[machine.ip].idle_s)}"
+            seen = f"{machine.ip} idle {seconds(idle_s[machine.ip])}"
             if self.working.get(machine.node_type, 0) <= floor:
                 why = f"kept, as type {machine.node_type} is at min_workers {floor}"
                 kept_for_min.setdefault(why, []).append(seen)
@@ -140,7 +143,7 @@ class _ScaleDown:
         for why, seen in kept_for_min.items():
             note_list(self.ctx.notes, seen, why)
         for name, machines in chosen.items():
-            detail = ", ".join(f"{m.ip} {seconds(self.ctx.alive[m.ip].idle_s)}"
+            detail = ", ".join(f"{m.ip} {seconds(idle_s[m.ip])}"
                                for m in machines)
             node_type = self.config.node_type(name)
             timeout = (f"idle_timeout_s {node_type.idle_timeout_s:g} of type {name}"

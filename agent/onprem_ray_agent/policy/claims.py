@@ -1,0 +1,50 @@
+"""`up`'s claim: the workers `up` starts Ray on itself, told to the agent before it does.
+
+A claimed machine is recorded joining with the claim's id and no run, so the agent never adds
+it (nor another machine for the demand it will serve); observe then records it joined when Ray
+lists it ALIVE ("seen ALIVE in Ray", not adopted), or spare again when it is not ALIVE within
+provision_timeout_s of the claim (`up` stopped first: no failure is counted).
+
+A claim holds each machine once: for a machine recorded before the claim was written and not
+changed since (a record changed later, e.g. joined and retired again, has spent it), or one
+not recorded yet (the agent's first start, during the first `up`). A machine in an agent's
+add or retire run stays the run's (`up` waits for those runs to end before it claims).
+"""
+
+from __future__ import annotations
+
+from onprem_ray_agent import transitions
+from onprem_ray_agent.model import Event, Machine, MachineState, is_claim
+from onprem_ray_agent.policy.context import Context, Phase
+
+S = MachineState
+
+
+def apply_claim(ctx: Context, machine: Machine, phase: Phase = Phase.CLAIM) -> Machine:
+    """`machine` after `up`'s claim: joining under the claim, or as it was."""
+    claim = ctx.claim
+    if claim is None or machine.ip not in claim.ips or machine.ip not in ctx.inventory:
+        return machine
+    record = ctx.records.get(machine.ip)
+    if record is not None and record.since > claim.at:
+        return machine  # applied already, or changed since: spent
+    if machine.state == S.JOINING and not is_claim(machine.request_id):
+        ctx.notes.append(f"{machine.ip}: claimed by up ({claim.claim_id}) while the agent's "
+                         f"add run {machine.request_id} has it: left to the run")
+        return machine
+    if (machine.state, Event.CLAIMED) not in transitions.TRANSITIONS:
+        if machine.state != S.ACTIVE:
+            ctx.notes.append(f"{machine.ip}: claimed by up ({claim.claim_id}) while "
+                             f"{machine.state.value}: left as it is")
+        return machine
+    ctx.mark(machine, Event.CLAIMED,
+             f"Ray started by up (claim {claim.claim_id}): joining, not added by the agent",
+             phase, request_id=claim.claim_id)
+    return ctx.current[machine.ip]
+
+
+def joined_reason(machine: Machine) -> str:
+    """Why a joining machine Ray lists ALIVE is active: an add's, or `up`'s start."""
+    if is_claim(machine.request_id):
+        return f"seen ALIVE in Ray (started by up, claim {machine.request_id})"
+    return "seen ALIVE in Ray"

@@ -1,0 +1,107 @@
+"""`up`'s claim through the loop: the claim file as up_claim writes it, the real store, fakes
+of Ray and the runner; and the hand-over files' rules (lock, the agent's runs, a dead agent)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+from ansible_collections.onprem.ray.plugins.module_utils import agent_claims
+from decide_fixtures import NOW, config, ip, node_type
+from loop_fakes import FakeRay, FakeRunner
+
+from onprem_ray_agent.claims import ClaimBox
+from onprem_ray_agent.loop import Agent
+from onprem_ray_agent.model import MachineState
+from onprem_ray_agent.store import StateStore
+
+S = MachineState
+CPU = [ip("cpu", i) for i in (1, 2, 3)]
+CLAIM_ID = "up-1000000-0badc0de"
+
+
+@pytest.fixture
+def world(tmp_path):
+    store = StateStore.open(tmp_path / "state.db")
+    ray, runner = FakeRay(), FakeRunner(pool=frozenset(CPU))
+    claims = ClaimBox(tmp_path)
+    agent = Agent(config(node_type("cpu", 3), idle_timeout_minutes=1), store, ray, runner,
+                  claims=claims)
+    yield agent, store, ray, runner, claims, tmp_path
+    store.close()
+
+
+def write_claim(state_dir, *ips: str, at: float = NOW - 1) -> None:
+    agent_claims.write_json(str(state_dir / agent_claims.CLAIM_FILE),
+                            {"claim_id": CLAIM_ID, "at": at, "ips": list(ips)})
+
+
+def test_the_first_start_with_demand_adds_only_what_up_did_not_start(world) -> None:
+    agent, store, ray, runner, claims, state_dir = world
+    write_claim(state_dir, CPU[0], CPU[1])  # before the agent ever ran: no store records
+    ray.want(3, CPU=4)
+    with claims.locked():
+        agent.iterate(NOW)
+        claims.publish(agent.busy())
+    machines = store.machines()
+    assert [(machines[a].state, machines[a].request_id) for a in CPU[:2]] == \
+        [(S.JOINING, CLAIM_ID)] * 2
+    (started,) = runner.started
+    assert started.ips == (CPU[2],)
+    # What up_claim reads under the lock: the agent's run has the third machine only.
+    assert agent_claims.agent_runs(str(state_dir)) == {CPU[2]: started.request_id}
+    ray.alive("cpu", 1, idle_s=9999)  # Ray's idle time counts from Ray's start there
+    ray.alive("cpu", 2, idle_s=9999)
+    agent.iterate(NOW + 30)
+    agent.iterate(NOW + 40)
+    machines = store.machines()
+    for address in CPU[:2]:
+        assert machines[address].state == S.ACTIVE
+        assert machines[address].reason.startswith("seen ALIVE in Ray (started by up")
+    assert len(runner.started) == 1  # nothing added for them, nothing retired as idle
+
+
+def test_a_claim_file_that_cannot_be_read_is_ignored_and_said_once(world, caplog) -> None:
+    agent, _, ray, runner, _, state_dir = world
+    (state_dir / agent_claims.CLAIM_FILE).write_text("{not json")
+    ray.want(1, CPU=4)
+    agent.iterate(NOW)
+    agent.iterate(NOW + 1)
+    assert len(runner.started) == 1
+    assert sum("up's claim" in r.message for r in caplog.records) == 1
+
+
+def test_runs_of_an_agent_that_is_gone_block_no_claim(tmp_path) -> None:
+    """A killed agent leaves runs-under-way.json behind: its runs ended with it."""
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    agent_claims.write_json(str(tmp_path / agent_claims.RUNS_FILE),
+                            {"agent_pid": int(dead.stdout), "runs": {CPU[0]: "add-cpu-1"}})
+    assert agent_claims.agent_runs(str(tmp_path)) == {}
+    agent_claims.write_json(str(tmp_path / agent_claims.RUNS_FILE),
+                            {"agent_pid": os.getpid(), "runs": {CPU[0]: "add-cpu-1"}})
+    assert agent_claims.agent_runs(str(tmp_path)) == {CPU[0]: "add-cpu-1"}
+
+
+def test_the_claim_lock_is_exclusive_and_waits_at_most_its_timeout(tmp_path) -> None:
+    with agent_claims.locked(str(tmp_path)):
+        started = time.monotonic()
+        with pytest.raises(agent_claims.LockTimeout), \
+                agent_claims.locked(str(tmp_path), timeout_s=0.5):
+            pass
+        waited = time.monotonic() - started
+    assert 0.5 <= waited < 5.0, waited
+    with agent_claims.locked(str(tmp_path), timeout_s=0.5):  # free again
+        pass
+
+
+def test_a_claim_lock_the_agent_cannot_open_stops_it_with_the_reason(tmp_path) -> None:
+    from onprem_ray_agent.store import StoreError
+
+    (tmp_path / agent_claims.LOCK_FILE).mkdir()  # not a file: cannot be opened as one
+    with pytest.raises(StoreError, match=r"claim lock .* cannot be taken"), \
+            ClaimBox(tmp_path).locked():
+        pass

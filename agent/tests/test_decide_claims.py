@@ -1,0 +1,209 @@
+"""`up` and the agent at the same time: the workers `up` claims are never added by the agent,
+join as "seen ALIVE in Ray" (never adopted), and a claim expires; idle time counts from the
+agent's first sight of a machine ALIVE, so a worker that just joined is not retired as idle."""
+
+from __future__ import annotations
+
+import pytest
+from decide_fixtures import (
+    NOW,
+    bundles,
+    config,
+    ip,
+    machine,
+    marked,
+    node_type,
+    retired,
+    snapshot,
+    worker,
+)
+
+from onprem_ray_agent.model import ActionKind, Claim, MachineState
+from onprem_ray_agent.policy import decide
+
+S = MachineState
+CLAIM_ID = "up-999990-0123abcd"
+PROVISION_S = 600.0
+
+
+def cfg(**kwargs):
+    kwargs.setdefault("provision_timeout_s", PROVISION_S)
+    return config(node_type("cpu", 3), idle_timeout_minutes=5, **kwargs)
+
+
+def claim(*indexes: int, at: float = NOW - 10) -> Claim:
+    return Claim(claim_id=CLAIM_ID, at=at, ips=frozenset(ip("cpu", i) for i in indexes))
+
+
+def decide_with(config, machines, snap, claimed: Claim | None = None, now: float = NOW):
+    return decide(config, list(machines), snap, now, claim=claimed)
+
+
+def joined_reasons(decision) -> dict[str, str]:
+    return {address: action.reason for action in decision.of_kind(ActionKind.MARK)
+            if action.event.value == "joined" for address in action.ips}
+
+
+# ---------------------------------------------------------------- idle from the join
+
+
+@pytest.mark.parametrize(("joined_ago", "ray_idle_s", "expected"), [
+    (10.0, 9999.0, {}),  # Ray counts from its start; the agent saw it join 10 s ago
+    (299.0, 9999.0, {}),
+    (301.0, 9999.0, {ip("cpu", 1): "idle_expired"}),
+    (9999.0, 301.0, {ip("cpu", 1): "idle_expired"}),
+    (9999.0, 299.0, {}),  # busy lately: Ray's idle time is the shorter
+])
+def test_idle_time_counts_from_the_join_at_most(joined_ago, ray_idle_s, expected) -> None:
+    machines = [machine("cpu", 1, "active", since=NOW - joined_ago)]
+    decision = decide_with(cfg(), machines, snapshot(worker("cpu", 1, idle_s=ray_idle_s)))
+    assert retired(decision) == expected
+
+
+def test_a_machine_seen_alive_now_is_not_retired_as_idle_in_the_same_decision() -> None:
+    machines = [machine("cpu", 1, "joining", request_id="add-cpu-1", since=NOW - 30)]
+    decision = decide_with(cfg(), machines, snapshot(worker("cpu", 1, idle_s=9999)))
+    assert marked(decision) == {ip("cpu", 1): "joined"}
+    assert retired(decision) == {}
+
+
+# ---------------------------------------------------------------- claims
+
+
+def test_claimed_spares_are_joining_and_never_added_even_with_demand() -> None:
+    machines = [machine("cpu", i) for i in (1, 2, 3)]
+    # demand for 3 machines; up starts 2 of them: only the third is the agent's to add
+    snap = snapshot(pending=[bundles({"CPU": 4}, count=3)])
+    decision = decide_with(cfg(), machines, snap, claim(1, 2))
+    assert marked(decision) == {ip("cpu", 1): "claimed", ip("cpu", 2): "claimed"}
+    assert decision.ips_of(ActionKind.ADD) == (ip("cpu", 3),)
+    (claimed,) = [a for a in decision.of_kind(ActionKind.MARK) if a.event.value == "claimed"]
+    assert claimed.request_id == CLAIM_ID
+    assert "started by up" in claimed.reason
+
+
+def test_without_the_claim_the_same_spares_are_added() -> None:
+    """The other side: the claim, not the demand, keeps them from being added."""
+    machines = [machine("cpu", i) for i in (1, 2, 3)]
+    snap = snapshot(pending=[bundles({"CPU": 4}, count=3)])
+    decision = decide_with(cfg(), machines, snap, None)
+    assert sorted(decision.ips_of(ActionKind.ADD)) == [ip("cpu", i) for i in (1, 2, 3)]
+
+
+def test_claimed_machines_count_towards_min_workers() -> None:
+    machines = [machine("cpu", i) for i in (1, 2, 3)]
+    decision = decide_with(cfg(min_workers=1), machines, snapshot(), claim(2))
+    assert decision.ips_of(ActionKind.ADD) == ()
+    unclaimed = decide_with(cfg(min_workers=1), machines, snapshot(), None)
+    assert len(unclaimed.ips_of(ActionKind.ADD)) == 1
+
+
+@pytest.mark.parametrize("state", ["spare", "failed", "canceled"])
+def test_a_claimed_machine_alive_in_ray_joins_and_is_not_adopted(state) -> None:
+    machines = [machine("cpu", 1, state, since=NOW - 100, request_id="add-cpu-0",
+                        failures=1 if state == "failed" else 0,
+                        next_attempt_at=NOW + 500 if state == "failed" else 0.0)]
+    decision = decide_with(cfg(), machines, snapshot(worker("cpu", 1, idle_s=9999)), claim(1))
+    reasons = joined_reasons(decision)
+    assert reasons[ip("cpu", 1)].startswith("seen ALIVE in Ray (started by up")
+    assert "adopted" not in reasons[ip("cpu", 1)]
+    assert retired(decision) == {}  # a canceled one is not retired either
+    events = [(a.event.value, a.ips) for a in decision.actions if ip("cpu", 1) in a.ips]
+    assert events == [("claimed", (ip("cpu", 1),)), ("joined", (ip("cpu", 1),))]
+
+
+def test_unclaimed_the_same_machine_is_adopted() -> None:
+    machines = [machine("cpu", 1, "spare", since=NOW - 100)]
+    decision = decide_with(cfg(), machines, snapshot(worker("cpu", 1)), None)
+    assert "adopted" in joined_reasons(decision)[ip("cpu", 1)]
+
+
+def test_on_the_agents_first_start_claimed_workers_join_as_started_by_up() -> None:
+    """The first `up`: no record yet; the workers `up` started are ALIVE or not yet."""
+    decision = decide_with(cfg(min_workers=3), [], snapshot(worker("cpu", 1, idle_s=9999)),
+                           claim(1, 2, 3))
+    assert decision.ips_of(ActionKind.ADMIT) == tuple(ip("cpu", i) for i in (1, 2, 3))
+    assert decision.ips_of(ActionKind.ADD) == ()
+    assert marked(decision) == {ip("cpu", 1): "joined", ip("cpu", 2): "claimed",
+                                ip("cpu", 3): "claimed"}
+    assert joined_reasons(decision)[ip("cpu", 1)].startswith("seen ALIVE in Ray (started by up")
+    assert retired(decision) == {}
+
+
+def test_a_claimed_joining_machine_joins_when_ray_lists_it() -> None:
+    machines = [machine("cpu", 1, "joining", request_id=CLAIM_ID, since=NOW - 5)]
+    decision = decide_with(cfg(), machines, snapshot(worker("cpu", 1, idle_s=9999)),
+                           claim(1, at=NOW - 6))
+    assert marked(decision) == {ip("cpu", 1): "joined"}
+    assert CLAIM_ID in joined_reasons(decision)[ip("cpu", 1)]
+
+
+def test_a_machine_in_an_agents_add_run_stays_the_runs() -> None:
+    machines = [machine("cpu", 1, "joining", request_id="add-cpu-1", since=NOW - 20)]
+    decision = decide_with(cfg(), machines, snapshot(), claim(1))
+    assert marked(decision) == {}
+    assert any("left to the run" in note for note in decision.notes), decision.notes
+
+
+def test_a_claim_is_spent_once_the_record_changed_after_it() -> None:
+    """Joined under the claim, retired since: the claim (still young) holds it no more."""
+    machines = [machine("cpu", 1, "spare", since=NOW - 5, request_id="retire-cpu-1")]
+    snap = snapshot(pending=[bundles({"CPU": 4})])
+    decision = decide_with(cfg(), machines, snap, claim(1, at=NOW - 60))
+    assert marked(decision) == {}
+    assert decision.ips_of(ActionKind.ADD) == (ip("cpu", 1),)
+
+
+def test_a_claim_older_than_the_provision_timeout_is_ignored() -> None:
+    machines = [machine("cpu", i, since=NOW - 5000) for i in (1, 2)]
+    snap = snapshot(pending=[bundles({"CPU": 4})])
+    old = decide_with(cfg(), machines, snap, claim(1, 2, at=NOW - PROVISION_S - 1))
+    assert marked(old) == {} and len(old.ips_of(ActionKind.ADD)) == 1
+    young = decide_with(cfg(), machines, snap, claim(1, 2, at=NOW - PROVISION_S + 1))
+    assert set(marked(young).values()) == {"claimed"} and young.ips_of(ActionKind.ADD) == ()
+
+
+def test_a_claimed_machine_not_alive_by_the_provision_timeout_is_spare_without_a_failure(
+        ) -> None:
+    machines = [machine("cpu", 1, "joining", request_id=CLAIM_ID, since=NOW - PROVISION_S - 1)]
+    decision = decide_with(cfg(), machines, snapshot())
+    assert marked(decision) == {ip("cpu", 1): "claim_expired"}
+    # within the timeout it keeps joining
+    waiting = decide_with(cfg(), [machine("cpu", 1, "joining", request_id=CLAIM_ID,
+                                          since=NOW - PROVISION_S + 1)], snapshot())
+    assert marked(waiting) == {}
+    # an agent's add past the same timeout fails (a fault of the machine)
+    add = decide_with(cfg(), [machine("cpu", 1, "joining", request_id="add-cpu-1",
+                                      since=NOW - PROVISION_S - 1)], snapshot())
+    assert marked(add) == {ip("cpu", 1): "provision_timeout"}
+
+
+def test_a_later_up_renews_a_claimed_join() -> None:
+    machines = [machine("cpu", 1, "joining", request_id="up-1-00000000", since=NOW - 500)]
+    decision = decide_with(cfg(), machines, snapshot(), claim(1, at=NOW - 10))
+    (action,) = decision.of_kind(ActionKind.MARK)
+    assert (action.event.value, action.request_id) == ("claimed", CLAIM_ID)
+
+
+def test_a_claimed_join_is_never_canceled() -> None:
+    """No demand needs it, long past cancel_join_after_s: there is no run to cancel, `up`
+    starts it (an agent's add in the same situation is canceled)."""
+    claimed = [machine("cpu", 1, "joining", request_id=CLAIM_ID, since=NOW - 100)]
+    decision = decide(cfg(), claimed, snapshot(), NOW, running_adds=set(),
+                      unneeded_since={CLAIM_ID: NOW - 1000})
+    assert decision.of_kind(ActionKind.CANCEL) == ()
+    added = [machine("cpu", 1, "joining", request_id="add-cpu-1", since=NOW - 100)]
+    canceled = decide(cfg(), added, snapshot(), NOW, running_adds={"add-cpu-1"},
+                      unneeded_since={"add-cpu-1": NOW - 1000})
+    assert len(canceled.of_kind(ActionKind.CANCEL)) == 1
+
+
+def test_claims_outside_the_inventory_are_ignored() -> None:
+    outside = Claim(claim_id=CLAIM_ID, at=NOW - 10, ips=frozenset({"10.9.9.9"}))
+    decision = decide_with(cfg(), [machine("cpu", 1)], snapshot(), outside)
+    assert marked(decision) == {} and "10.9.9.9" not in decision.ips_of(ActionKind.ADMIT)
+
+
+def test_a_claim_id_must_say_it_is_ups() -> None:
+    with pytest.raises(ValueError, match="starts with 'up-'"):
+        Claim(claim_id="add-cpu-1", at=NOW, ips=frozenset())

@@ -1,0 +1,149 @@
+#!/usr/bin/python
+# Copyright: onprem.ray maintainers
+# Apache License 2.0 (see LICENSE or https://www.apache.org/licenses/LICENSE-2.0)
+"""Tell the head's agent which workers `up` starts Ray on (up's claim)."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: up_claim
+short_description: Tell the autoscaler agent which workers this run starts
+description:
+  - Run on the head before Ray is started on workers, so that C(up) and the agent never both
+    start a worker. Writes the claim (the addresses, an id, the time) to C(up-claim.json) in
+    the agent's state directory; the agent then never adds those machines, records them
+    joining, and joined when Ray lists them ALIVE. A claim expires after the agent's
+    C(provision_timeout_s).
+  - A worker already in one of the agent's add or retire runs stays the agent's until that run
+    ends; the module waits for those runs (at most O(timeout)), then claims. It checks and
+    writes holding the claim lock the agent holds for each of its iterations.
+  - Creates the state directory (mode 0700, owned by O(owner)) when the agent is not installed
+    yet (the first C(up)); the agent reads the claim when it starts.
+version_added: 0.1.0
+author: onprem.ray maintainers (@onprem-ray)
+options:
+  ips:
+    description: The workers' addresses (as the cluster file names them) that this run starts.
+    type: list
+    elements: str
+    required: true
+  state_dir:
+    description: The agent's state directory (role variable C(head_agent_state_dir)).
+    type: path
+    default: /var/lib/onprem-ray/agent
+  owner:
+    description: The user the agent runs as, who owns the state directory and the claim.
+    type: str
+    default: root
+  timeout:
+    description: Seconds to wait for the agent's runs on these workers to end.
+    type: int
+    default: 900
+attributes:
+  check_mode:
+    description: Can run in check mode and return what would change.
+    support: full
+  diff_mode:
+    description: Returns details on what changed (or would change) with C(--diff).
+    support: none
+"""
+
+EXAMPLES = r"""
+- name: Tell the agent which workers this run starts
+  onprem.ray.up_claim:
+    ips: [10.0.0.11, 10.0.0.12]
+    owner: debian
+  delegate_to: 10.0.0.10
+  run_once: true
+  become: true
+"""
+
+RETURN = r"""
+claim_id:
+  description: The claim's id (C(up-<time>-<random>)); the agent records it as the claimed
+    machines' request id.
+  returned: changed
+  type: str
+waited_for:
+  description: The agent's runs this run waited for, by worker address.
+  returned: always
+  type: dict
+"""
+
+import os
+import pwd
+import secrets
+import time
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.onprem.ray.plugins.module_utils import agent_claims
+
+POLL_S = 2.0
+LOCK_TIMEOUT_S = 120.0
+
+
+def ensure_state_dir(path, owner, check):
+    """(created, uid, gid): the directory exists, owned by `owner` (made 0700 if missing)."""
+    user = pwd.getpwnam(owner)
+    if os.path.isdir(path):
+        stat = os.stat(path)
+        return False, stat.st_uid, stat.st_gid
+    if not check:
+        os.makedirs(path, mode=0o700)
+        os.chown(path, user.pw_uid, user.pw_gid)
+    return True, user.pw_uid, user.pw_gid
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec={
+            "ips": {"type": "list", "elements": "str", "required": True},
+            "state_dir": {"type": "path", "default": "/var/lib/onprem-ray/agent"},
+            "owner": {"type": "str", "default": "root"},
+            "timeout": {"type": "int", "default": 900},
+        },
+        supports_check_mode=True,
+    )
+    ips = sorted(set(module.params["ips"]))
+    state_dir = module.params["state_dir"]
+    try:
+        created, uid, gid = ensure_state_dir(state_dir, module.params["owner"],
+                                             module.check_mode)
+    except (KeyError, OSError) as err:
+        module.fail_json(msg=f"the agent's state directory {state_dir} (owner "
+                             f"{module.params['owner']}) cannot be made: {err}")
+    if not ips or (created and module.check_mode):
+        module.exit_json(changed=bool(ips), waited_for={})
+    deadline = time.monotonic() + module.params["timeout"]
+    waited = {}
+    while True:
+        try:
+            with agent_claims.locked(state_dir, LOCK_TIMEOUT_S, uid, gid):
+                busy = {ip: run for ip, run in agent_claims.agent_runs(state_dir).items()
+                        if ip in ips}
+                if not busy:
+                    claim = {"claim_id": f"up-{int(time.time())}-{secrets.token_hex(4)}",
+                             "at": time.time(), "ips": ips}
+                    if not module.check_mode:
+                        agent_claims.write_json(
+                            os.path.join(state_dir, agent_claims.CLAIM_FILE), claim, uid, gid)
+                    module.exit_json(changed=True, claim_id=claim["claim_id"],
+                                     waited_for=waited)
+        except agent_claims.LockTimeout as err:
+            module.fail_json(msg=f"the agent holds its claim lock too long: {err}; is it stuck? "
+                                 "(journalctl -u onprem-ray-agent)")
+        except (OSError, ValueError) as err:
+            module.fail_json(msg=f"the claim in {state_dir} cannot be written: {err}")
+        waited.update(busy)
+        if time.monotonic() >= deadline:
+            module.fail_json(
+                msg="workers still in a run of the agent after "
+                    f"{module.params['timeout']}s: "
+                    + ", ".join(f"{ip} (run {run})" for ip, run in sorted(busy.items()))
+                    + "; Ray was started on no worker: see `onprem-ray-agent status` on the "
+                    "head, then run up again", waited_for=waited)
+        time.sleep(POLL_S)
+
+
+if __name__ == "__main__":
+    main()

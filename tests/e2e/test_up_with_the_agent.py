@@ -1,0 +1,187 @@
+"""`up` and the agent at the same time, end to end: real Ray, real systemd, the agent under its
+unit on the head, `up` through ansible-playbook over real SSH.
+
+`up` owns the workers it starts (it tells the agent first, onprem.ray.up_claim); the agent
+never adds them, records them joined when Ray lists them ("seen ALIVE in Ray", never
+"adopted"), and counts their idle time from that join. A worker the agent is adding when `up`
+comes stays the agent's: `up` waits for that run, then claims the others.
+
+1. The first `up` of a fresh pool, the agent on by default, every worker started, a short idle
+   timeout: `up` succeeds, every worker is ALIVE at its end, the agent added none of them.
+2. The agent running with demand pending (it is adding a worker), `up` starts every worker:
+   the same, and the agent's add was not doubled.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import time
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.cluster import Cluster, recap
+from tests.pool import pool as pools
+from tests.pool.wheelhouse import ensure_wheelhouse
+
+pytestmark = [pytest.mark.pool, pytest.mark.e2e]
+
+IDLE_TIMEOUT_MINUTES = 0.5
+STATE_DIR = "/var/lib/onprem-ray/agent"
+RAY_USER = ["sudo", "-u", "ray", "env", "RAY_AUTH_MODE=token",
+            "RAY_AUTH_TOKEN_PATH=/etc/ray/auth_token", "/opt/ray/venv/bin/python", "-c"]
+# Detached actors of one CPU each: demand beyond the head's 2 CPUs.
+CREATE_ACTORS = """
+import sys, ray
+ray.init(address=sys.argv[1], namespace="race", logging_level="ERROR")
+@ray.remote(num_cpus=1)
+class Holder:
+    pass
+for i in range(int(sys.argv[2])):
+    Holder.options(name=f"holder-{i}", lifetime="detached", get_if_exists=True).remote()
+"""
+KILL_ACTORS = """
+import sys, ray
+ray.init(address=sys.argv[1], namespace="race", logging_level="ERROR")
+for i in range(int(sys.argv[2])):
+    try:
+        ray.kill(ray.get_actor(f"holder-{i}"))
+    except ValueError:
+        pass
+"""
+
+
+class Head:
+    def __init__(self, cluster: Cluster) -> None:
+        self.cluster = cluster
+        self.pool = cluster.pool
+
+    def ssh(self, *remote: str, timeout: float = 120) -> str:
+        result = subprocess.run(self.pool.ssh_command(self.pool.head, *remote),
+                                capture_output=True, text=True, timeout=timeout, check=False)
+        assert result.returncode == 0, f"{remote[:3]}: {result.stdout[-3000:]}{result.stderr}"
+        return result.stdout
+
+    def status(self) -> dict[str, Any]:
+        return json.loads(self.ssh("onprem-ray-agent", "status", "--state-dir", STATE_DIR,
+                                   "--json", "--no-decide"))
+
+    def journal(self, since: str, until: str = "") -> str:
+        """The agent's log from `since` (to `until`), the head's `date +%s`."""
+        end = ["--until", f"@{until}"] if until else []
+        return self.ssh("sudo", "journalctl", "-u", "onprem-ray-agent", "--no-pager", "-o",
+                        "cat", "--since", f"@{since}", *end)
+
+    def now(self) -> str:
+        return self.ssh("date", "+%s").strip()
+
+    def ray(self, script: str, *args: str) -> None:
+        self.ssh(*RAY_USER, script, self.cluster.gcs, *args, timeout=180)
+
+    def workers_alive(self) -> set[str]:
+        return self.cluster.alive_ips() - {self.pool.head.ip}
+
+    def wait(self, what: str, check, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if check():
+                return
+            time.sleep(2)
+        raise AssertionError(f"not within {timeout:.0f} s: {what}; {self.status()}")
+
+    def up_all(self, since: str) -> str:
+        """`up -e ray_up_workers=all`, which succeeds: its last play saw every worker ALIVE,
+        and the agent retired none while it ran. Returns the agent's log meanwhile."""
+        # ray_start_timeout: on a loaded test machine a raylet may need its unit's restart
+        result = self.cluster.playbook("up", "-e", "ray_up_workers=all",
+                                       "-e", "head_agent_interval=1",
+                                       "-e", "ray_start_timeout=600", timeout=2400)
+        ended = self.now()
+        counts = recap(result.stdout)
+        assert set(counts) == {m.ip for m in self.pool.machines}, counts
+        assert all(c["failed"] == 0 and c["unreachable"] == 0 for c in counts.values()), counts
+        assert "Ray workers ALIVE" in result.stdout
+        log = self.journal(since, ended)
+        assert "retire " not in log and "(idle_expired)" not in log, log[-4000:]
+        return log
+
+
+def assert_one_owner(head: Head, since: str, runs_before: set[str]) -> dict[str, Any]:
+    """The store after `up`: no failed, canceled or adopted record; no machine in two runs
+    (of those started since `since`); the agent's log says the same."""
+    status = head.status()
+    machines = status["machines"]
+    assert {m["ip"] for m in machines} == {m.ip for m in head.pool.workers}, machines
+    bad = [m for m in machines if m["state"] in ("failed", "canceled", "quarantined")
+           or "adopted" in m["reason"]]
+    assert not bad, bad
+    runs = [r for r in status["running"] + status["recent_runs"]
+            if r["request_id"] not in runs_before]
+    per_machine = Counter(ip for run in runs for ip in run["ips"])
+    assert all(count == 1 for count in per_machine.values()), runs
+    assert all(r["outcome"] in (None, "successful") for r in runs), runs
+    log = head.journal(since)
+    assert "adopted" not in log and "canceled" not in log, log[-4000:]
+    return status
+
+
+@pytest.fixture(scope="module")
+def head(pool: pools.Pool, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Head]:
+    assert len(pool.workers) >= 2, "these tests need a head and 2 workers or more"
+    source = yaml.safe_load(pool.inventory.read_text())
+    source.update(min_workers=0, max_workers=len(pool.workers),
+                  idle_timeout_minutes=IDLE_TIMEOUT_MINUTES)
+    inventory = tmp_path_factory.mktemp("race") / "cluster.yml"
+    inventory.write_text(yaml.safe_dump(source, sort_keys=False))
+    made = Head(Cluster(pool=pool, wheelhouse=ensure_wheelhouse(), inventory=inventory))
+    yield made
+    made.ray(KILL_ACTORS, "8")
+    made.ssh("sudo", "systemctl", "disable", "--now", "onprem-ray-agent.service")
+
+
+def test_the_first_up_starts_every_worker_with_the_agent_on(head: Head) -> None:
+    # A fresh pool: no agent, no state store, Ray nowhere.
+    assert head.ssh("sh", "-c", f"test -e {STATE_DIR}/state.db && echo yes || echo no"
+                    ).strip() == "no"
+    since = head.now()
+    log = head.up_all(since)
+    status = assert_one_owner(head, since, set())
+    # The agent added none of them: up started them all, and the agent saw them join.
+    assert not [r for r in status["recent_runs"] + status["running"] if r["kind"] == "add"]
+    for worker in head.pool.workers:
+        assert re.search(rf"mark [^(]*\b{re.escape(worker.ip)}\b[^(]*\(joined\): seen ALIVE "
+                         r"in Ray \(started by up", log), log[-4000:]
+
+
+def test_up_while_the_agent_adds_a_worker_for_pending_demand(head: Head) -> None:
+    # From none running: the idle workers retire (after the idle timeout, from their join).
+    head.wait("every worker retired", lambda: head.workers_alive() == set(), timeout=300)
+    head.wait("every machine spare",
+              lambda: {m["state"] for m in head.status()["machines"]} == {"spare"}, timeout=120)
+    runs_before = {r["request_id"] for r in head.status()["recent_runs"]}
+    since = head.now()
+    head.ray(CREATE_ACTORS, "3")  # the head has 2 CPUs: one worker more is needed
+
+    def adding() -> bool:
+        return any(r["kind"] == "add" for r in head.status()["running"])
+    head.wait("the agent adds a worker", adding, timeout=120)
+    log = head.up_all(since)
+    status = assert_one_owner(head, since, runs_before)
+    adds = [r for r in status["recent_runs"] + status["running"]
+            if r["kind"] == "add" and r["request_id"] not in runs_before]
+    assert len(adds) == 1 and len(adds[0]["ips"]) == 1, adds
+    added = adds[0]["ips"][0]
+    others = [m.ip for m in head.pool.workers if m.ip != added]
+    assert others
+    for worker in others:  # up started them
+        assert re.search(rf"mark [^(]*\b{re.escape(worker)}\b[^(]*\(claimed\)", log), \
+            log[-4000:]
+    # the agent's own: joined from its add, never claimed
+    assert not re.search(rf"mark [^(]*\b{re.escape(added)}\b[^(]*\(claimed\)", log)
+    assert re.search(rf"mark [^(]*\b{re.escape(added)}\b[^(]*\(joined\): seen ALIVE in "
+                     r"Ray$", log, re.MULTILINE), log[-4000:]

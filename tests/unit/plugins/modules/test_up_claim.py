@@ -1,0 +1,88 @@
+"""onprem.ray.up_claim: the claim is written under the lock, only once none of its workers is
+in a run of a running agent; a run that ends lets it through; check mode writes nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import threading
+import time
+
+from ansible_collections.onprem.ray.plugins.module_utils import agent_claims
+from ansible_collections.onprem.ray.plugins.modules import up_claim
+
+# As root, another user: the files must be the agent's user's, not the writer's.
+OWNER = "nobody" if os.getuid() == 0 else pwd.getpwuid(os.getuid()).pw_name
+IPS = ["10.0.1.2", "10.0.1.1"]
+
+
+def agent_runs(state_dir, runs: dict) -> None:
+    agent_claims.write_json(str(state_dir / agent_claims.RUNS_FILE),
+                            {"agent_pid": os.getpid(), "runs": runs})
+
+
+def claim_of(state_dir) -> dict:
+    return json.loads((state_dir / agent_claims.CLAIM_FILE).read_text())
+
+
+def test_the_first_up_makes_the_state_directory_and_claims(run_module, tmp_path) -> None:
+    state_dir = tmp_path / "agent"
+    before = time.time()
+    code, result = run_module(up_claim, {"ips": IPS, "state_dir": str(state_dir),
+                                         "owner": OWNER})
+    assert code == 0 and result["changed"], result
+    assert (state_dir.stat().st_mode & 0o777, state_dir.stat().st_uid) == (
+        0o700, pwd.getpwnam(OWNER).pw_uid)
+    claim = claim_of(state_dir)
+    assert claim["ips"] == sorted(IPS) and claim["claim_id"] == result["claim_id"]
+    assert claim["claim_id"].startswith("up-") and before <= claim["at"] <= time.time()
+    # the agent (the owner) can read the claim and lock the lock file
+    for name in (agent_claims.CLAIM_FILE, agent_claims.LOCK_FILE):
+        stat = (state_dir / name).stat()
+        assert (stat.st_mode & 0o777, stat.st_uid) == (0o600, pwd.getpwnam(OWNER).pw_uid)
+
+
+def test_workers_of_other_runs_do_not_hold_the_claim_up(run_module, tmp_path) -> None:
+    agent_runs(tmp_path, {"10.0.1.3": "add-cpu-1"})
+    code, result = run_module(up_claim, {"ips": IPS, "state_dir": str(tmp_path),
+                                         "owner": OWNER})
+    assert code == 0 and result["waited_for"] == {}
+    assert claim_of(tmp_path)["ips"] == sorted(IPS)
+
+
+def test_a_worker_in_an_agents_run_is_waited_for_then_claimed(run_module, tmp_path) -> None:
+    agent_runs(tmp_path, {"10.0.1.1": "add-cpu-1"})
+    ended = threading.Timer(1.0, agent_runs, (tmp_path, {}))
+    ended.start()
+    try:
+        started = time.monotonic()
+        code, result = run_module(up_claim, {"ips": IPS, "state_dir": str(tmp_path),
+                                             "owner": OWNER, "timeout": 60})
+    finally:
+        ended.cancel()
+    assert code == 0 and result["waited_for"] == {"10.0.1.1": "add-cpu-1"}, result
+    assert time.monotonic() - started >= 1.0
+    assert claim_of(tmp_path)["ips"] == sorted(IPS)
+
+
+def test_a_run_that_does_not_end_fails_the_claim_and_writes_nothing(run_module,
+                                                                   tmp_path) -> None:
+    agent_runs(tmp_path, {"10.0.1.1": "add-cpu-1"})
+    code, result = run_module(up_claim, {"ips": IPS, "state_dir": str(tmp_path),
+                                         "owner": OWNER, "timeout": 1})
+    assert code == 1 and result["failed"]
+    assert "10.0.1.1 (run add-cpu-1)" in result["msg"], result["msg"]
+    assert "Ray was started on no worker" in result["msg"]
+    assert not (tmp_path / agent_claims.CLAIM_FILE).exists()
+
+
+def test_check_mode_writes_nothing(run_module, tmp_path) -> None:
+    code, result = run_module(up_claim, {"ips": IPS, "state_dir": str(tmp_path / "agent"),
+                                         "owner": OWNER}, check=True)
+    assert code == 0 and result["changed"]
+    assert not (tmp_path / "agent").exists()
+    code, result = run_module(up_claim, {"ips": IPS, "state_dir": str(tmp_path),
+                                         "owner": OWNER}, check=True)
+    assert code == 0 and result["changed"]
+    assert not (tmp_path / agent_claims.CLAIM_FILE).exists()
