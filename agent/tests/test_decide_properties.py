@@ -71,7 +71,7 @@ def situations(draw) -> tuple[Config, list[Machine], DemandSnapshot]:
         head_node_type=draw(st.sampled_from([None, "t0"])),
         min_workers=draw(st.sampled_from([0, 0, 1, 4])), max_workers=draw(limits()),
         upscaling_speed=draw(st.sampled_from([0.0, 0.5, 1.0, 3.0])),
-        idle_timeout_minutes=draw(st.sampled_from([0.0, 1.0, 5.0])),
+        idle_timeout_minutes=draw(st.sampled_from([0.0, 1.0, 5.0, 5.0])),
         max_concurrent_launches=draw(st.integers(0, 6)),
         quarantine_after_failures=draw(st.integers(0, 4)),
         provision_timeout_s=600.0, drain_deadline_s=300.0)
@@ -86,7 +86,7 @@ def situations(draw) -> tuple[Config, list[Machine], DemandSnapshot]:
         machines, strays = draw(_anything(node_types))
         nodes += strays
 
-    quiet = draw(st.integers(0, 2)) == 0  # no demand at all: idle machines may retire
+    quiet = draw(st.booleans())  # no demand at all: idle machines may retire
     pending = [BundleDemand(draw(st.sampled_from(SHAPES)), draw(st.integers(0, 30)))
                for _ in range(0 if quiet else draw(st.integers(0, 4)))]
     groups = [PlacementGroupDemand(
@@ -125,7 +125,7 @@ def _coherent(draw, node_types: list[NodeType]) -> tuple[list[Machine], list[Ray
                 nodes.append(RayNode(
                     ip=ip, total=total,
                     available={name: amount * (1 - busy) for name, amount in total.items()},
-                    idle_s=draw(st.sampled_from([0.0, 30.0, 1000.0, 1000.0])) if not busy
+                    idle_s=draw(st.sampled_from([0.0, 30.0, 1000.0, 1000.0, 1000.0])) if not busy
                     else 0.0))
     return machines, nodes
 
