@@ -254,6 +254,14 @@ def test_a_type_without_declared_resources_learns_them_from_a_head_of_that_type(
     assert added(decision) == {"local": (ip("cpu", 1), ip("cpu", 2))}
 
 
+def test_request_resources_that_cannot_be_met_whole_adds_nothing_and_says_so() -> None:
+    # 4 spare machines of 4 CPUs and a head with none: 5 x {CPU: 4} cannot be met whole.
+    decision = run(CPU, [], snapshot(constraints=[bundles({"CPU": 4}, 5)]))
+    assert add_counts(decision) == {}
+    assert any("request_resources() of 5 bundles cannot be met whole" in note
+               for note in decision.notes), decision.notes
+
+
 def test_an_infeasible_constraint_is_reported_as_such() -> None:
     decision = run(CPU, [], snapshot(constraints=[bundles({"GPU": 2})]))
     assert [(i.kind, i.demand) for i in decision.infeasible] == [

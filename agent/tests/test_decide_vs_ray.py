@@ -155,6 +155,13 @@ LEFTOVERS = {
         GPU1, SMALL, adds={"small": 2}, snap=_snap(pending=[bundles({"CPU": 2}, 2)])),
     "request-resources-is-a-floor": _case(
         C16, C64, adds={"c64": 1}, snap=_snap(constraints=[bundles({"CPU": 16}, 4)])),
+    # request_resources() is all or nothing: one that the pool cannot hold whole adds nothing.
+    "request-resources-beyond-the-pool-adds-nothing": _case(
+        C16, adds={}, snap=_snap(constraints=[bundles({"CPU": 16}, 5)])),
+    "request-resources-with-an-infeasible-bundle-adds-nothing": _case(
+        C16, adds={}, snap=_snap(constraints=[bundles({"CPU": 16}, 2), bundles({"GPU": 2})])),
+    "request-resources-the-pool-holds-whole": _case(
+        C16, adds={"c16": 4}, snap=_snap(constraints=[bundles({"CPU": 16}, 4)])),
 }
 
 # ------------------------------------------------------------------ 4. labels

@@ -187,11 +187,24 @@ class _ScaleUp:
     # ------------------------------------------------------------ request_resources, tasks
 
     def _request_resources(self, floor: Placer) -> None:
-        # A floor on capacity: placed onto total resources as if the cluster were idle
-        # (Ray: _enforce_resource_constraints).
-        requests = self._requests(self.ctx.snapshot.constraints, Purpose.CONSTRAINT,
-                                  DemandKind.CONSTRAINT)
-        self._pass(floor, requests)
+        # A floor on capacity: placed onto total resources as if the cluster were idle, and
+        # all or nothing: a request that cannot be met whole adds no machine at all (Ray:
+        # _enforce_resource_constraints returns it infeasible and launches nothing for it).
+        constraints = self.ctx.snapshot.constraints
+        requests = self._requests(constraints, Purpose.CONSTRAINT, DemandKind.CONSTRAINT)
+        asked = sum(b.count for b in constraints if shape_of(b.resources) and b.count > 0)
+        if not asked:
+            return
+        attempt = floor.attempt(requests, self.pad.templates, self.pad.room)
+        short = attempt.leftover()
+        if sum(count for _, count in requests) == asked and not short:
+            floor.apply(attempt, self.pad.open)
+            return
+        for request, left in short:
+            self.waiting[request.why] = (left, self._why_waiting(request, attempt))
+        self.ctx.notes.append(
+            f"request_resources() of {plural(asked, 'bundle')} cannot be met whole: no "
+            "machine is added for it (as Ray does)")
 
     def _pending(self) -> None:
         requests = self._requests(self.ctx.snapshot.pending, Purpose.PENDING,
