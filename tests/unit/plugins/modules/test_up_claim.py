@@ -66,8 +66,8 @@ def test_a_worker_in_an_agents_run_is_waited_for_then_claimed(run_module, tmp_pa
     assert claim_of(tmp_path)["ips"] == sorted(IPS)
 
 
-def test_a_run_that_does_not_end_fails_the_claim_and_writes_nothing(run_module,
-                                                                   tmp_path) -> None:
+def test_a_run_that_does_not_end_fails_the_claim_and_writes_nothing(
+        run_module, tmp_path) -> None:
     agent_runs(tmp_path, {"10.0.1.1": "add-cpu-1"})
     code, result = run_module(up_claim, {"ips": IPS, "state_dir": str(tmp_path),
                                          "owner": OWNER, "timeout": 1})
