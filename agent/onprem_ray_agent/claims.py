@@ -59,6 +59,15 @@ class ClaimBox:
                 log.warning("up's claim %s is ignored: %s", path, err)
             return None
 
+    def consume(self, claim: Claim) -> None:
+        """Remove the claim file once its claim is recorded in the store (if `up` has not
+        written a newer one meanwhile)."""
+        path = self.state_dir / agent_claims.CLAIM_FILE
+        with contextlib.suppress(FileNotFoundError):
+            current = self.read()
+            if current is not None and current.claim_id == claim.claim_id:
+                path.unlink()
+
     def publish(self, runs: Mapping[str, str]) -> None:
         """Write which machines the agent's runs have, when that changed."""
         runs = dict(runs)

@@ -63,6 +63,8 @@ class Claims(Protocol):
 
     def read(self) -> Claim | None: ...
 
+    def consume(self, claim: Claim) -> None: ...
+
 
 class Metrics(Protocol):
     """What the loop reports (metrics.AgentMetrics; absent in tests that need none)."""
@@ -211,6 +213,10 @@ class Agent:
             step.acted = list(decision.actions)
         else:
             self._act(decision, machines, step)
+            if claim is not None and self.claims is not None:
+                # Applied and recorded: a claim left behind would hold the same machines
+                # again for a store made anew (--rebuild-state, a removed state file).
+                self.claims.consume(claim)
         report = IterationReport(
             now=now, demand=demand, decision=decision, acted=tuple(step.acted),
             held=tuple(step.held), started=tuple(step.started), finished=tuple(finished),

@@ -105,3 +105,36 @@ def test_a_claim_lock_the_agent_cannot_open_stops_it_with_the_reason(tmp_path) -
     with pytest.raises(StoreError, match=r"claim lock .* cannot be taken"), \
             ClaimBox(tmp_path).locked():
         pass
+
+
+def test_a_recorded_claim_is_removed_so_a_store_made_anew_is_not_claimed_again(world) -> None:
+    agent, store, ray, runner, claims, state_dir = world
+    write_claim(state_dir, CPU[0])
+    with claims.locked():
+        agent.iterate(NOW)
+    assert store.machine(CPU[0]).request_id == CLAIM_ID
+    assert not (state_dir / agent_claims.CLAIM_FILE).exists()
+    # The store made anew (a removed state file): no claim holds the machine any more, so
+    # demand for it adds it.
+    fresh = StateStore.open(state_dir / "fresh.db")
+    try:
+        again = Agent(config(node_type("cpu", 3), idle_timeout_minutes=1), fresh, ray,
+                      runner, claims=claims)
+        ray.want(1, CPU=4)
+        with claims.locked():
+            again.iterate(NOW + 5)
+        assert fresh.machine(CPU[0]).request_id != CLAIM_ID
+        assert sum(len(run.ips) for run in runner.started) == 1
+    finally:
+        fresh.close()
+
+
+def test_a_newer_claim_written_meanwhile_is_kept(world) -> None:
+    agent, store, ray, runner, claims, state_dir = world
+    write_claim(state_dir, CPU[0])
+    claim = claims.read()
+    agent_claims.write_json(str(state_dir / agent_claims.CLAIM_FILE),
+                            {"claim_id": "up-1000001-00c0ffee", "at": NOW, "ips": [CPU[1]]})
+    claims.consume(claim)
+    assert claims.read().claim_id == "up-1000001-00c0ffee"
+
