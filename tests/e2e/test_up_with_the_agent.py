@@ -139,6 +139,9 @@ def head(pool: pools.Pool, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     inventory = tmp_path_factory.mktemp("race") / "cluster.yml"
     inventory.write_text(yaml.safe_dump(source, sort_keys=False))
     made = Head(Cluster(pool=pool, wheelhouse=ensure_wheelhouse(), inventory=inventory))
+    # The pool as fresh as it comes (other tests of the session may have used it): `down`
+    # stops the agent and Ray everywhere and removes the agent, its state and Ray's units.
+    made.cluster.playbook("down", timeout=900)
     yield made
     made.ray(KILL_ACTORS, "8")
     made.ssh("sudo", "systemctl", "disable", "--now", "onprem-ray-agent.service")
