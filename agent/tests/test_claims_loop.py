@@ -130,7 +130,7 @@ def test_a_recorded_claim_is_removed_so_a_store_made_anew_is_not_claimed_again(w
 
 
 def test_a_newer_claim_written_meanwhile_is_kept(world) -> None:
-    agent, store, ray, runner, claims, state_dir = world
+    _agent, _store, _ray, _runner, claims, state_dir = world
     write_claim(state_dir, CPU[0])
     claim = claims.read()
     agent_claims.write_json(str(state_dir / agent_claims.CLAIM_FILE),
