@@ -96,7 +96,10 @@ def test_a_task_selecting_a_label_gets_a_machine_of_that_type_only(labelled) -> 
     assert states[special] == "active" and all(states[ip] == "spare" for ip in general), states
     status = json.loads(scaled.ssh("onprem-ray-agent", "status", "--state-dir", STATE_DIR,
                                    "--json").stdout)
-    labels = {n["ip"]: n["labels"] for n in status["next"]["demand"]["nodes"]}
+    # Ray also lists the DEAD nodes of earlier runs at the same address (without labels when
+    # an earlier test started that machine without them): the ALIVE one is the one to read.
+    labels = {n["ip"]: n["labels"] for n in status["next"]["demand"]["nodes"]
+              if n["state"] == "ALIVE"}
     assert labels[special].get("tier") == "special"
     added = [line for line in scaled.journal(since).splitlines()
              if "(add_requested)" in line]
