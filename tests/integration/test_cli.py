@@ -501,9 +501,14 @@ def test_the_wheel_in_a_fresh_venv_runs_up_and_submit_from_a_bare_directory(
 def test_down_workers_only_then_down(cluster, cfile):
     done = cli("down", "--workers-only", "--yes", cfile)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
-    assert set(table(done.stdout)) == {m.ip for m in cluster.pool.workers}
+    # The head is in the run too: its agent is stopped first (it would start the workers
+    # again), while Ray keeps running there.
+    assert set(table(done.stdout)) == {m.ip for m in cluster.pool.machines}
     assert all(cluster.unit(m)["ActiveState"] == "inactive" for m in cluster.pool.workers)
     assert cluster.unit(cluster.pool.head)["ActiveState"] == "active"
+    agent = cluster.pool.ssh(cluster.pool.head, "systemctl", "is-active",
+                             "onprem-ray-agent.service", check=False).stdout.strip()
+    assert agent == "inactive", agent
     done = cli("down", "--yes", cfile)
     assert done.returncode == 0, done.stdout[-3000:]
     assert cluster.unit(cluster.pool.head)["ActiveState"] == "inactive"
