@@ -93,14 +93,6 @@ class PlaybookRunner(Protocol):
 
     def cancel(self, request_id: str) -> None: ...
 
-    def _cancel_now(self, request_id: str) -> bool:
-        """ansible-runner's question, between two reads of the run's output: stop it now?
-        Then the run's processes are killed here, its workers included."""
-        if request_id not in self._canceled:
-            return False
-        end_run_processes(request_id)
-        return True
-
     def cancel_all(self) -> None: ...
 
     def recorded(self, request_id: str) -> RunResult | None: ...
