@@ -3,6 +3,10 @@
     python bench/up.py [--pool bench] [--machines 4] [--repeat 3] [--no-peer] [--keep]
     python bench/up.py --baseline CHECKOUT [--repeat 3]     before and after, same run
 
+With --baseline, each checkout runs alone on its own pool (the other side's pool is removed
+first), with the agent enabled on both (`-e head_agent_enabled=true`: older checkouts had it off
+by default).
+
 Rows, on a fresh pool of `--machines` machines (a head and the rest workers, every worker
 started with ray_up_workers=all):
 
@@ -198,8 +202,8 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help="leave the pool running")
     parser.add_argument("--baseline", type=Path, metavar="CHECKOUT",
                         help="another checkout (e.g. `git worktree add /tmp/before main`): "
-                             "its `up` rows are measured too, on a pool of their own, each run "
-                             "right before this checkout's (same load), labelled 'before:'")
+                             "its `up` rows are measured too, first, on a pool of their own, "
+                             "labelled 'before:'")
     args = parser.parse_args()
     if args.baseline is not None:
         return compare(args)
@@ -263,33 +267,32 @@ def keep_every_worker(pool: pools.Pool) -> None:
 
 
 def compare(args: argparse.Namespace) -> int:
-    """`up` of the baseline checkout and of this one, interleaved run by run."""
+    """`up` of the baseline checkout, then of this one, each alone on a pool of its own: an
+    idle Ray cluster beside the one measured would take a share of the same cores. The agent
+    runs on both sides (head_agent_enabled=true), as it does by default in this checkout."""
     baseline = link_collection(args.baseline)
     wheelhouse = ensure_wheelhouse()
-    up = ("up", "-e", f"ray_wheelhouse_dir={wheelhouse}", "-e", "ray_up_workers=all")
+    up = ("up", "-e", f"ray_wheelhouse_dir={wheelhouse}", "-e", "ray_up_workers=all",
+          "-e", "head_agent_enabled=true")
     sides = {"before": (f"{args.pool}-base", baseline), "after": (args.pool, REPO_ROOT)}
-    made = {}
     table = Table()
-    try:
-        for side, (name, _repo) in sides.items():
-            pools.remove(name)
-            made[side] = pools.create(name, machines=args.machines)
-            keep_every_worker(made[side])
-        for side, (_name, repo) in sides.items():
+    for side, (name, repo) in sides.items():
+        pools.remove(name)
+        pool = pools.create(name, machines=args.machines)
+        keep_every_worker(pool)
+        try:
             print(f"{side}: bare machines", flush=True)
-            ours(made[side], table, f"{side}: up, bare machines", *up, repo=repo)
-        for run in range(1, args.repeat + 1):
-            print(f"run {run} of {args.repeat}:", flush=True)
-            for row, call in (("up again, nothing changed", up), ("down", ("down",)),
-                              ("up, Ray preinstalled", up)):
-                for side, (_name, repo) in sides.items():
-                    ours(made[side], table, f"{side}: {row}", *call, repo=repo)
-    finally:
-        if not args.keep:
-            for name, _repo in sides.values():
+            ours(pool, table, f"{side}: up, bare machines", *up, repo=repo)
+            for run in range(1, args.repeat + 1):
+                print(f"{side}: run {run} of {args.repeat}:", flush=True)
+                for row, call in (("up again, nothing changed", up), ("down", ("down",)),
+                                  ("up, Ray preinstalled", up)):
+                    ours(pool, table, f"{side}: {row}", *call, repo=repo)
+        finally:
+            if not args.keep:
                 pools.remove(name)
-    print(f"\n`up` before ({baseline}) and after (this checkout), each on a local pool of "
-          f"{args.machines} machines, interleaved run by run; {os.cpu_count()} CPUs, load "
+    print(f"\n`up` before ({baseline}) and after (this checkout), each alone on a local "
+          f"pool of {args.machines} machines, the agent on; {os.cpu_count()} CPUs, load "
           f"{os.getloadavg()[0]:.1f}; medians of {args.repeat} runs\n")
     table.print()
     for row in ("up again, nothing changed", "up, Ray preinstalled"):
