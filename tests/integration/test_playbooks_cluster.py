@@ -409,3 +409,13 @@ def test_down_stops_ray_everywhere_and_leaves_no_units(cluster: Cluster) -> None
             "ls /etc/profile.d /usr/local/bin | grep onprem; pgrep -u ray -f raylet",
             check=False).stdout
         assert leftover.strip() == "", (machine.ip, leftover)
+    # What a later `up` reuses stays (ray_remove_install=true removes it): the agent installed
+    # in Ray's venv with its wheel, and the head's own key pair, still authorized on the workers.
+    kept = cluster.pool.ssh(
+        cluster.pool.head, "sh", "-c",
+        f"ls /opt/ray/agent/installed-wheel.sha256 {HEAD_KEY} {HEAD_KEY}.pub "
+        "&& /opt/ray/venv/bin/python -c 'import onprem_ray_agent'", check=False)
+    assert kept.returncode == 0, kept.stdout + kept.stderr
+    head, worker = cluster.pool.head, cluster.pool.workers[0]
+    public = cluster.pool.ssh(head, "sh", "-c", f"cat {HEAD_KEY}.pub").stdout.split()[1]
+    assert public in cluster.pool.ssh(worker, "cat", ".ssh/authorized_keys").stdout
