@@ -22,7 +22,9 @@ Nothing here ever acts on the head or on an IP outside the pool.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping
+import gc
+from collections.abc import Collection, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 
 from onprem_ray_agent.model import Claim, Config, Decision, DemandSnapshot, Machine
 from onprem_ray_agent.policy.cancel_joins import cancel_joins
@@ -43,6 +45,28 @@ def decide(config: Config, machines: Iterable[Machine], snapshot: DemandSnapshot
     request ids of the add runs still running (None: every joining machine's);
     `unneeded_since`: the last decision's `Decision.unneeded_since`; `claim`: the workers
     `up` starts itself (policy/claims.py)."""
+    with _cyclic_gc_paused():
+        return _decide(config, machines, snapshot, now, running_adds, unneeded_since, claim)
+
+
+@contextmanager
+def _cyclic_gc_paused() -> Iterator[None]:
+    """A large decision makes some 100,000 short-lived objects, freed by reference counting
+    (they form no cycles); the collections they would trigger each walk the whole snapshot
+    and cost about a fifth of the time at 1,000 machines. It runs as usual again after."""
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+def _decide(config: Config, machines: Iterable[Machine], snapshot: DemandSnapshot, now: float,
+            running_adds: Collection[str] | None, unneeded_since: Mapping[str, float] | None,
+            claim: Claim | None) -> Decision:
     ctx = Context.build(config, machines, snapshot, now, running_adds, unneeded_since, claim)
     observe(ctx)
     follow_inventory(ctx)
