@@ -86,7 +86,10 @@ for path in glob.glob(os.path.join(sys.argv[1], "job_events", "*.json")):
                  event.get("created", "")))
 print(json.dumps([row[1:] for row in sorted(rows)]))
 """
-START_TASK = "Ray | start script, systemd unit and token; started and enabled"
+# The step that writes Ray's files and starts its unit (an include since it runs only where
+# something is to do; one task, named as the second, in earlier versions).
+START_TASK = ("Ray | files, token and start",
+              "Ray | start script, systemd unit and token; started and enabled")
 ALIVE_TASK = "Ray | wait until this node is ALIVE in Ray"
 DRAIN_TASK = "Retire | drain the node"
 
@@ -144,7 +147,7 @@ def logged(head: Head, since: float, needle: str, timeout: float = 120) -> tuple
     return wait_for(f"agent log line {needle!r}", find, timeout, step=1)
 
 
-def first(events, event: str, task: str = "") -> float:
+def first(events, event: str, task: str | tuple[str, ...] = "") -> float:
     return next(t for e, name, t in events if e == event and name.startswith(task))
 
 
