@@ -22,7 +22,8 @@ in a state that agrees with Ray, none in two runs, the store opens, the actors r
 landed mid-run when the restarted agent recorded a run `interrupted`; one that came after the
 run ended finds the run's outcome in its artifacts instead.
 
-Exit status 1 when a kill was not survived or any count that must be 0 is not.
+Exit status 1 when a kill was not survived or any count that must be 0 is not. A shorter loop
+on a pool a test made: `kill_loop(prepare(pool, wheelhouse, idle_s), kills=3, seed=...)`.
 """
 
 from __future__ import annotations
