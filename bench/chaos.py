@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import subprocess
 import sys
@@ -349,6 +350,8 @@ def main() -> int:
                         help="how long the pool may take to settle after a kill, seconds")
     args = parser.parse_args()
     seed = args.seed if args.seed is not None else int(time.time())
+    # ansible-playbook of this Python's environment, as the tests find it.
+    os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
 
     wheelhouse = ensure_wheelhouse()
     pools.remove(args.pool)
