@@ -8,7 +8,6 @@ leaves the cluster as it found it (head + every worker ALIVE) unless it says oth
 
 from __future__ import annotations
 
-import base64
 import ipaddress
 import json
 import re
@@ -21,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.cluster import AUTH_FILE, NODES_SCRIPT, RAY_ENV, UNIT, Cluster, recap
+from tests.leaks import find_leaks
 from tests.pool import pool as pools
 from tests.pool.wheelhouse import ensure_wheelhouse
 
@@ -152,28 +152,49 @@ def test_a_running_worker_disabled_at_boot_is_enabled_again_without_a_restart(
     assert cluster.unit(worker) == before  # enabled again, same process
 
 
-def test_secrets_never_reach_the_output_even_at_vvv(cluster: Cluster) -> None:
-    """The worker's token copy and the head's own key to the workers are made again, at -vvv."""
+def leftovers(cluster: Cluster, machine: pools.Machine) -> str:
+    """The files Ansible's runs left in the remote temporary directories of `machine` (the
+    login user's, and root's for `become`), concatenated: empty when they cleaned up."""
+    found = cluster.pool.ssh(machine, "sudo", "sh", "-c",
+                             f"find ~{pools.SSH_USER}/.ansible/tmp /root/.ansible/tmp -type f "
+                             "-exec cat {} + 2>/dev/null; true")
+    assert found.returncode == 0, found.stderr
+    return found.stdout
+
+
+def test_secrets_never_reach_the_output_even_at_vvv(cluster: Cluster, tmp_path: Path) -> None:
+    """The worker's token copy and the head's own key to the workers are made again, at -vvv;
+    neither secret is in the output, Ansible's log of the run, its local temporary files, or
+    the remote ones it left, in any form (raw, JSON-escaped, base64 at every alignment as
+    slurp returns a file, a key's lines)."""
     head, worker = cluster.pool.head, cluster.pool.workers[0]
     token = cluster.pool.ssh(head, "sudo", "cat", AUTH_FILE).stdout.strip()
-    def key_body() -> str:
-        key = cluster.pool.ssh(head, "sh", "-c", f"cat {HEAD_KEY}").stdout
-        return "".join(key.splitlines()[1:-1])
 
-    old_key = key_body()
-    assert len(token) == 64 and len(old_key) > 100
+    def key() -> str:
+        return cluster.pool.ssh(head, "sh", "-c", f"cat {HEAD_KEY}").stdout
+
+    old_key = key()
+    assert len(token) == 64 and "PRIVATE KEY" in old_key
     cluster.pool.ssh(worker, "sudo", "rm", AUTH_FILE)
     cluster.pool.ssh(head, "sh", "-c", f"rm {HEAD_KEY} {HEAD_KEY}.pub ~/.ray/auth_token")
-    result = cluster.playbook("up", "-e", "ray_up_workers=all", "-vvv", "--diff")
-    output = result.stdout + result.stderr
-    new_key = key_body()
-    assert len(new_key) > 100 and new_key != old_key
-    # The raw token, its base64 (slurp) and JSON-escaped (module arguments) forms; the head's
-    # private key, old and new.
-    forms = [token, token[:16], json.dumps(token), base64.b64encode(token.encode()).decode()[:24],
-             new_key[:40], new_key[-40:], old_key[:40], old_key[-40:]]
-    for secret in forms:
-        assert secret not in output
+    log, local_tmp = tmp_path / "ansible.log", tmp_path / "local-tmp"
+    result = cluster.playbook("up", "-e", "ray_up_workers=all", "-vvv", "--diff",
+                              env={"ANSIBLE_LOG_PATH": str(log),
+                                   "ANSIBLE_LOCAL_TEMP": str(local_tmp)})
+    new_key = key()
+    assert "PRIVATE KEY" in new_key and new_key != old_key
+    secrets = {"token": token, "the head's new key": new_key, "the head's old key": old_key}
+    local = [path for path in local_tmp.rglob("*") if path.is_file()]
+    texts = {"output": result.stdout + result.stderr,
+             "log": log.read_text(errors="replace"),
+             "local temporary files": "".join(p.read_text(errors="replace") for p in local),
+             **{f"remote temporary files of {m.ip}": leftovers(cluster, m)
+                for m in (head, worker)}}
+    # At -vvv the output and the log show each connection, module arguments and results.
+    assert "ESTABLISH SSH CONNECTION" in texts["output"], texts["output"][-2000:]
+    assert "PLAY RECAP" in texts["log"] and "ESTABLISH SSH CONNECTION" in texts["log"]
+    leaks = {name: find_leaks(text, secrets) for name, text in texts.items()}
+    assert leaks == {name: [] for name in texts}, leaks
     counts = recap(result.stdout)
     assert counts[worker.ip]["changed"] > 0 and counts[head.ip]["changed"] > 0, counts
     assert cluster.pool.ssh(worker, "sudo", "cat", AUTH_FILE).stdout.strip() == token
