@@ -133,11 +133,11 @@ def check_demand(wanted: int, placed: Sequence[str] | None, cluster: set[str],
     all run in time, `error` says why), on nodes of the cluster."""
     report = Report()
     if placed is None:
-        for _ in range(wanted):
+        for _actor in range(wanted):
             report.found(DEMAND_UNSERVED, error.strip() or "the actors did not run in time")
         return report
     on_cluster = [address for address in placed if address in cluster]
-    for _ in range(wanted - len(on_cluster)):
+    for _actor in range(wanted - len(on_cluster)):
         report.found(DEMAND_UNSERVED, f"{wanted} actors wanted, {len(on_cluster)} run on the "
                                       f"cluster ({', '.join(placed) or 'none'})")
     return report
