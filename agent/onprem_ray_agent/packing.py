@@ -347,9 +347,12 @@ class Placer:
         self._groups: dict[tuple, _Group] = {}
         self._group_of: dict[SimNode, _Group] = {}
         self._created = 0
-        # resource -> (free amount, creation order, group), ascending; emptied groups are
-        # skipped, then dropped
+        # resource -> (free amount, creation order, group), ascending; an emptied group
+        # leaves it at once (or, from a list not sorted yet, when pruned)
         self._by_free: dict[str, list[tuple[float, int, _Group]]] = {}
+        # resource -> the free amounts of the groups emptied since the last pruning,
+        # ascending: they still count in the choice of list to scan (see _where_to_look)
+        self._emptied_by_free: dict[str, list[float]] = {}
         self._emptied = 0
         self._by_room: list[_Group] | None = None
         self._unsorted: set[str] = set()  # lists of _by_free to sort before use
@@ -385,7 +388,7 @@ class Placer:
             del old.members[node]
             if not old.members:
                 del self._groups[old.key]
-                self._emptied += 1
+                self._forget(old)
         key = (node.node_type, id(total), _items(free), _items(labels) if labels else ())
         group = self._groups.get(key)
         if group is None:
@@ -403,6 +406,18 @@ class Placer:
                     bisect.insort(entries, (amount, self._created, group))
         group.members[node] = None
         self._group_of[node] = group
+
+    def _forget(self, group: _Group) -> None:
+        """Take an emptied group out of the sorted lists, so that no scan walks it."""
+        self._emptied += 1
+        for name, amount in group.free.items():
+            if name in self._unsorted:
+                continue  # scans skip it; pruning drops it
+            entries = self._by_free[name]
+            index = bisect.bisect_left(entries, (amount, group.order))
+            if index < len(entries) and entries[index][2] is group:
+                del entries[index]
+                bisect.insort(self._emptied_by_free.setdefault(name, []), amount)
 
     # -- one pass
 
@@ -482,9 +497,12 @@ class Placer:
         favours): when every request needs some of one resource, only the groups with at
         least the least of it, by that resource's free amount: ("free", name, first);
         else every group, by room: ("room",)."""
+        # Emptied groups count until pruned, as if they were still in the lists: the choice
+        # of list, and so which nodes are scored, stays as it was when scans walked them.
         if self._emptied > len(self._groups):
             for name, entries in self._by_free.items():
                 self._by_free[name] = [entry for entry in entries if entry[2].members]
+            self._emptied_by_free.clear()
             self._emptied = 0
         common = set.intersection(*({name for name, _ in r.shape} for r in requests))
         best: tuple = ("room",)
@@ -496,8 +514,11 @@ class Placer:
                 self._unsorted.discard(name)
             least = min(amount for r in requests for n, amount in r.shape if n == name)
             start = bisect.bisect_left(entries, (least - _EPSILON,))
-            if len(entries) - start < fewest:
-                best, fewest = ("free", name, start), len(entries) - start
+            emptied = self._emptied_by_free.get(name, ())
+            count = (len(entries) - start
+                     + len(emptied) - bisect.bisect_left(emptied, least - _EPSILON))
+            if count < fewest:
+                best, fewest = ("free", name, start), count
         return best
 
     def _scan(self, where: tuple) -> Iterator[_Group]:
