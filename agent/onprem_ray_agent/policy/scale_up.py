@@ -29,6 +29,7 @@ from onprem_ray_agent.model import (
     PlacementGroupDemand,
     PlacementStrategy,
     Purpose,
+    RayNode,
     Resources,
     Selectors,
     format_resources,
@@ -87,6 +88,7 @@ class _ScaleUp:
         self._possible_cache: dict[tuple, bool] = {}
         self._distinct_cache: dict[tuple, int] = {}
         self._alive_kinds: list[tuple[Resources, dict[str, str]]] | None = None
+        self._outside: list[tuple[str, RayNode]] | None = None
 
     def run(self) -> dict[str, SimNode]:
         self.place()
@@ -329,17 +331,21 @@ class _ScaleUp:
 
     def _count_distinct_nodes(self, request: Request, placed: list[str]) -> int:
         ctx = self.ctx
-        outside = sum(1 for ip, node in ctx.alive.items()
-                      if ip not in ctx.current and ip not in placed
-                      and fits_in(node.total, request.shape)
+        if self._outside is None:  # alive nodes outside the pool: usually none
+            self._outside = [(ip, node) for ip, node in ctx.alive.items()
+                             if ip not in ctx.current]
+        outside = sum(1 for ip, node in self._outside
+                      if ip not in placed and fits_in(node.total, request.shape)
                       and selectors_match(request.selectors, node.labels))
         pool = 0
         for node_type in self.config.node_types:
             resources = self.pad.resources[node_type.name]
             if (resources and fits_in(resources, request.shape)
                     and selectors_match(request.selectors, node_type.labels)):
-                members = [m for m in ctx.members(node_type.name) if m.ip not in placed]
-                pool += min(node_type.effective_max, len(members))
+                members = ctx.members(node_type.name)
+                count = (sum(1 for m in members if m.ip not in placed) if placed
+                         else len(members))
+                pool += min(node_type.effective_max, count)
         if self.config.max_workers is not None:
             pool = min(pool, self.config.max_workers)
         return outside + pool
