@@ -274,7 +274,7 @@ def _repeats(result: Fill, remaining: Sequence[int]) -> int:
 
 
 def _key(score: Score) -> tuple:
-    return tuple(-value for value in score)
+    return (-score[0], -score[1], -score[2], -score[3], -score[4])
 
 
 class _Group:
@@ -450,22 +450,31 @@ class Placer:
         # groups do not change during a pass, so neither does any of it
         rounds: dict[tuple[int, ...], tuple] = {}
         commits = 0
-        while any(remaining):
+        wanted = sum(remaining)
+        live: tuple[int, ...] = ()
+        used_up = True  # some request was used up since `live` was found
+        while wanted:
             if not heap:
                 # Score (more) nodes, for what is left.
-                live = tuple(i for i, n in enumerate(remaining) if n)
+                if used_up:
+                    live = tuple(i for i, n in enumerate(remaining) if n)
+                    used_up = False
                 if live not in rounds:
                     shapes = _distinct_shapes([requests[i] for i in live])
                     where = self._where_to_look(shapes)
                     # A scan by free amount passes only groups with room for one resource
                     # every request needs; a scan by room passes full groups too.
                     least = _least_shapes(shapes) if where[0] == "room" else None
-                    rounds[live] = (where, least, [(requests[i], fit_ids[i]) for i in live])
-                where, least, pairs = rounds[live]
+                    pairs = [(requests[i], fit_ids[i]) for i in live]
+                    # without label rules, a group refuses them all if it refuses each shape
+                    shape_ids = (frozenset(shape for _, (shape, _) in pairs)
+                                 if all(rule is None for _, (_, rule) in pairs) else None)
+                    rounds[live] = (where, least, pairs, shape_ids)
+                where, least, pairs, shape_ids = rounds[live]
                 if where not in scans:
                     scans[where] = self._scan(where)
                 if not self._score_some(scans[where], heap, requests, remaining, seen,
-                                        commits, pairs, least):
+                                        commits, pairs, least, shape_ids):
                     return
                 continue
             key, order, _, group, scored_at, result = heapq.heappop(heap)
@@ -486,6 +495,9 @@ class Placer:
             times = min(free_members, _repeats(result, remaining))
             for index, count in result.counts:
                 remaining[index] -= count * times
+                wanted -= count * times
+                if not remaining[index]:
+                    used_up = True
             commits += 1
             taken[group] = taken.get(group, 0) + times
             attempt.existing.append((group, times, result))
@@ -540,19 +552,22 @@ class Placer:
     def _score_some(scan: Iterator[_Group], heap: list, requests: list[Request],
                     remaining: list[int], seen: set[_Group], commits: int,
                     live: list[tuple[Request, tuple[int, int | None]]],
-                    least: list[Request] | None) -> bool:
+                    least: list[Request] | None, shape_ids: frozenset[int] | None) -> bool:
         """Score the next SCORED_NODES groups from `scan` that take something into `heap`.
         Ray scores every node; the scan goes from the fullest nodes up, which are the ones
         its utilization score favours, so a looser node is rarely better than all of these
         (and is scored when these are used up). False when the scan is over. `least`:
-        requests that fit wherever any of `live` does (see _least_shapes), or None."""
+        requests that fit wherever any of `live` does (see _least_shapes), or None;
+        `shape_ids`: the fit ids of `live`'s shapes when none has a label rule, or None."""
         scored = 0
         for group in scan:
             if group in seen:
                 continue
             seen.add(group)  # what a node cannot take now it cannot take later in the pass
             misfits = group.misfits
-            if misfits and all(shape in misfits or rule in misfits for _, (shape, rule) in live):
+            if misfits and (shape_ids <= misfits if shape_ids is not None else
+                            all(shape in misfits or rule in misfits
+                                for _, (shape, rule) in live)):
                 continue
             if least is not None and not _takes_some(group.free, least):
                 continue
