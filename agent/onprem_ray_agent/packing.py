@@ -42,6 +42,9 @@ Score = tuple[int, bool, int, float, float]
 # Of the nodes there are, how many (the fullest that take something) are scored before the
 # best is chosen (see Placer._score_some).
 SCORED_NODES = 2
+# From this many requests in a pass, a fill checks after each request it takes whether the
+# node has room for any later one (fewer: the checks cost more than they save).
+STOPS_FROM = 8
 _ENTRY = itertools.count()  # ties in a heap never compare groups
 
 
@@ -213,9 +216,12 @@ class Fill:
 
 def fill(free: Mapping[str, float], total: Resources, labels: Mapping[str, str],
          requests: Sequence[Request], remaining: Sequence[int],
-         labels_key: tuple | None = None) -> Fill | None:
+         labels_key: tuple | None = None,
+         stops: Sequence[Sequence[Request]] | None = None) -> Fill | None:
     """Greedy, in order, as Ray's `SchedulingNode.try_schedule`; None if nothing fits.
-    `labels_key`: the labels' sorted items, to remember which requests they allow."""
+    `labels_key`: the labels' sorted items, to remember which requests they allow.
+    `stops` (see _stops): the fill ends once the node has no room for any request after
+    the last it took."""
     counts = []
     wanted = []
     left = None
@@ -252,6 +258,8 @@ def fill(free: Mapping[str, float], total: Resources, labels: Mapping[str, str],
             left[name] = rest if rest > 0 else 0.0
         counts.append((index, count))
         wanted.append(want)
+        if stops is not None and not _takes_some(left, stops[index + 1]):
+            break
     if left is None:
         return None
     placed = [requests[index] for index, _ in counts]
@@ -314,6 +322,8 @@ class Attempt:
     """The outcome of one pass, not applied yet: where each part goes, what is left."""
 
     requests: list[Request]
+    # fills end early (see fill): worth it for many requests only
+    stops: list[list[Request]] | None = None
     existing: list[tuple[_Group, int, Fill]] = field(default_factory=list)
     new: list[tuple[Template, int, Fill]] = field(default_factory=list)
     left: list[int] = field(default_factory=list)
@@ -430,7 +440,7 @@ class Placer:
                 merged[request] = merged.get(request, 0) + count
         requests = sorted(merged, key=Request.order, reverse=True)
         remaining = [merged[r] for r in requests]
-        attempt = Attempt(requests)
+        attempt = Attempt(requests, _stops(requests) if len(requests) >= STOPS_FROM else None)
         if requests:
             self._onto_existing(attempt, requests, remaining,
                                 [self._fit_ids_of(r) for r in requests])
@@ -474,7 +484,7 @@ class Placer:
                 if where not in scans:
                     scans[where] = self._scan(where)
                 if not self._score_some(scans[where], heap, requests, remaining, seen,
-                                        commits, pairs, least, shape_ids):
+                                        commits, pairs, least, shape_ids, attempt.stops):
                     return
                 continue
             key, order, _, group, scored_at, result = heapq.heappop(heap)
@@ -484,7 +494,7 @@ class Placer:
             if scored_at != commits and not _unchanged(result, remaining):
                 # requests were used up since: score it again
                 again = fill(group.free, group.total, group.labels, requests, remaining,
-                             group.key[3])
+                             group.key[3], attempt.stops)
                 if again is None:
                     continue
                 fresh = _key(again.score)
@@ -552,7 +562,8 @@ class Placer:
     def _score_some(scan: Iterator[_Group], heap: list, requests: list[Request],
                     remaining: list[int], seen: set[_Group], commits: int,
                     live: list[tuple[Request, tuple[int, int | None]]],
-                    least: list[Request] | None, shape_ids: frozenset[int] | None) -> bool:
+                    least: list[Request] | None, shape_ids: frozenset[int] | None,
+                    stops: Sequence[Sequence[Request]] | None) -> bool:
         """Score the next SCORED_NODES groups from `scan` that take something into `heap`.
         Ray scores every node; the scan goes from the fullest nodes up, which are the ones
         its utilization score favours, so a looser node is rarely better than all of these
@@ -572,7 +583,7 @@ class Placer:
             if least is not None and not _takes_some(group.free, least):
                 continue
             result = fill(group.free, group.total, group.labels, requests, remaining,
-                          group.key[3])
+                          group.key[3], stops)
             if result is None:  # none of the requests left fits it: remember why
                 for request, (shape, rule) in live:
                     # refused by its labels (remembered), else by its resources
@@ -600,7 +611,7 @@ class Placer:
                 if space <= 0:
                     continue
                 result = fill(template.total, template.total, template.labels, requests,
-                              remaining, template.labels_key)
+                              remaining, template.labels_key, attempt.stops)
                 if result is None:
                     continue
                 key = (_key(result.score), template.order)
@@ -681,6 +692,26 @@ def _least_shapes(requests: Sequence[Request]) -> list[Request]:
                    for lower in least):
             least.append(request)
     return least
+
+
+def _stops(requests: Sequence[Request]) -> list[list[Request]]:
+    """For each position in `requests` (and the end): requests from there on that no other
+    from there on undercuts (as in _least_shapes), so a node with room for none of them has
+    room for none from there on."""
+    stops: list[list[Request]] = [[]]
+    for request in reversed(requests):
+        least = stops[-1]
+        if not any(_undercuts(lower, request) for lower in least):
+            least = [request, *(other for other in least if not _undercuts(request, other))]
+        stops.append(least)
+    stops.reverse()
+    return stops
+
+
+def _undercuts(lower: Request, other: Request) -> bool:
+    """`lower` needs only resources `other` needs, and no more of them."""
+    needs = dict(other.shape)
+    return all(needs.get(name, -1.0) >= amount for name, amount in lower.shape)
 
 
 def _distinct_shapes(requests: Sequence[Request]) -> list[Request]:
