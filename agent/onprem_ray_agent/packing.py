@@ -89,6 +89,7 @@ class Request:
     # (name, amount, amount a node has when it does not list the resource), for speed
     needs: tuple[tuple[str, float, float], ...] = field(init=False, compare=False,
                                                         repr=False)
+    names: frozenset[str] = field(init=False, compare=False, repr=False)
     # labels' sorted items -> allowed there: keyed without the selectors, whose hash is slow
     _allowed_on: dict[tuple, bool] = field(default_factory=dict, init=False, compare=False,
                                            repr=False)
@@ -97,6 +98,7 @@ class Request:
         object.__setattr__(self, "needs", tuple(
             (name, amount, 1.0 if name.startswith(IMPLICIT_RESOURCE_PREFIX) else 0.0)
             for name, amount in self.shape))
+        object.__setattr__(self, "names", frozenset(name for name, _ in self.shape))
 
     def order(self) -> tuple:
         """Ray's `_sort_resource_request`, most demanding first when reversed: placement
@@ -177,13 +179,10 @@ def utilization_score(total: Resources, free: Mapping[str, float], placed: Seque
             if label_score:
                 break
     if len(placed) == 1:
-        wanted = [name for name, _ in placed[0].shape]
+        wanted = placed[0].names
     else:
-        wanted = list({name for request in placed for name, _ in request.shape})
-    matching = 0
-    for name in wanted:
-        if name in total:
-            matching += 1
+        wanted = frozenset().union(*(request.names for request in placed))
+    matching = len(total.keys() & wanted)
     low = math.inf
     summed = 0.0
     kinds = 0
