@@ -69,10 +69,10 @@ def main(argv: list[str] | None = None) -> int:
     hosted: dict = {}
     host = Placer._host
 
-    def recording_host(self, node, total, requests, result, last):
+    def recording_host(self, node, total, requests, result, *rest):
         hosted.setdefault(node, []).extend(
             (str(requests[index].why), count) for index, count in result.counts)
-        host(self, node, total, requests, result, last)
+        host(self, node, total, requests, result, *rest)
 
     Placer._host = recording_host
     for seed in range(1, args.seeds + 1):
