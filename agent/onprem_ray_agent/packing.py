@@ -90,6 +90,7 @@ class Request:
     needs: tuple[tuple[str, float, float], ...] = field(init=False, compare=False,
                                                         repr=False)
     names: frozenset[str] = field(init=False, compare=False, repr=False)
+    ruled: bool = field(init=False, compare=False, repr=False)  # where it goes depends on labels
     # labels' sorted items -> allowed there: keyed without the selectors, whose hash is slow
     _allowed_on: dict[tuple, bool] = field(default_factory=dict, init=False, compare=False,
                                            repr=False)
@@ -99,6 +100,7 @@ class Request:
             (name, amount, 1.0 if name.startswith(IMPLICIT_RESOURCE_PREFIX) else 0.0)
             for name, amount in self.shape))
         object.__setattr__(self, "names", frozenset(name for name, _ in self.shape))
+        object.__setattr__(self, "ruled", bool(self.selectors or self.spread or self.tied))
 
     def order(self) -> tuple:
         """Ray's `_sort_resource_request`, most demanding first when reversed: placement
@@ -229,7 +231,7 @@ def fill(free: Mapping[str, float], total: Resources, labels: Mapping[str, str],
         want = remaining[index]
         if not want:
             continue
-        if request.selectors or request.spread or request.tied:
+        if request.ruled:
             if labels_key is not None and after is labels:
                 if not request.allowed_on(labels_key):
                     continue
@@ -238,10 +240,11 @@ def fill(free: Mapping[str, float], total: Resources, labels: Mapping[str, str],
         room = free if left is None else left
         here = -1
         for name, amount, default in request.needs:  # Request.count_in, inlined for speed
-            fits = int((room.get(name, default) + _EPSILON) // amount)
-            if fits <= 0:
+            have = room.get(name, default) + _EPSILON
+            if have < amount:  # what `have // amount < 1` says, without the division
                 here = 0
                 break
+            fits = int(have // amount)
             if here < 0 or fits < here:
                 here = fits
         if here <= 0:
