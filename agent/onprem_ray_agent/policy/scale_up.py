@@ -465,7 +465,8 @@ class _ScaleUp:
             if config.head_node_type == name:
                 running += 1
             cap = max(1, math.ceil(config.upscaling_speed * max(running, 1)))
-            urgent = sum(1 for node in planned if any(p.urgent for p, _ in node.why))
+            urgent_nodes = [node for node in planned if any(p.urgent for p, _ in node.why)]
+            urgent = len(urgent_nodes)
             allowed = max(cap - joining[name], urgent)
             count = min(len(planned), allowed, budget)
             budget -= count
@@ -481,8 +482,10 @@ class _ScaleUp:
                     f"running allows {cap} pending, {joining[name]} already joining")
             if count <= 0:
                 continue
-            # Nodes for demand that must start at once go first.
-            planned.sort(key=lambda node: not any(p.urgent for p, _ in node.why))
+            # Nodes for demand that must start at once go first (each keeps its place).
+            if 0 < urgent < len(planned):
+                first = set(urgent_nodes)
+                planned[:] = urgent_nodes + [node for node in planned if node not in first]
             ips = [machine.ip for machine in self.pad.candidates[name][:count]]
             for node, ip in zip(planned, ips, strict=False):
                 node.ip = ip
