@@ -528,7 +528,7 @@ class Placer:
                 self._by_free[name] = [entry for entry in entries if entry[2].members]
             self._emptied_by_free.clear()
             self._emptied = 0
-        common = set.intersection(*({name for name, _ in r.shape} for r in requests))
+        common = requests[0].names.intersection(*[r.names for r in requests[1:]])
         best: tuple = ("room",)
         fewest = math.inf
         for name in sorted(common):
