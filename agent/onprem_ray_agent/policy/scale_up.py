@@ -211,6 +211,7 @@ class _ScaleUp:
     def _pending(self) -> None:
         requests = self._requests(self.ctx.snapshot.pending, Purpose.PENDING,
                                   DemandKind.BUNDLE)
+        self.pad.placers = []  # the last pass: no placer looks at the machines it adds
         self._pass(self.demand, requests, last=True)
 
     def _requests(self, demand: Iterable, purpose: Purpose, kind: DemandKind
