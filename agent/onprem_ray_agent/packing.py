@@ -170,20 +170,23 @@ def utilization_score(total: Resources, free: Mapping[str, float], placed: Seque
     matching label selectors, then no GPU node for work without GPUs, then more resource
     kinds matched, then the least used resource the most used, then the average; each
     resource's use weighted by its amount (amount x use^3), so bigger nodes filled win."""
+    names = frozenset().union(*(request.names for request in placed))
+    return _score(total, free, names, [r for r in placed if r.selectors], labels)
+
+
+def _score(total: Resources, free: Mapping[str, float], wanted: frozenset[str],
+           selecting: Sequence[Request], labels: Mapping[str, str]) -> Score:
+    """utilization_score, given the resource names of the requests placed and those of
+    them that select labels."""
     label_score = 0
-    for request in placed:
-        if request.selectors:
-            count = len(request.selectors)
-            for i, selector in enumerate(request.selectors):
-                if selector.matches(labels):
-                    label_score = count - i
-                    break
-            if label_score:
+    for request in selecting:
+        count = len(request.selectors)
+        for i, selector in enumerate(request.selectors):
+            if selector.matches(labels):
+                label_score = count - i
                 break
-    if len(placed) == 1:
-        wanted = placed[0].names
-    else:
-        wanted = frozenset().union(*(request.names for request in placed))
+        if label_score:
+            break
     matching = len(total.keys() & wanted)
     low = math.inf
     summed = 0.0
@@ -227,6 +230,8 @@ def fill(free: Mapping[str, float], total: Resources, labels: Mapping[str, str],
     wanted = []
     left = None
     after = labels
+    names: frozenset[str] = frozenset()  # of the requests placed
+    selecting = []  # the requests placed that select labels
     for index, request in enumerate(requests):
         want = remaining[index]
         if not want:
@@ -260,12 +265,14 @@ def fill(free: Mapping[str, float], total: Resources, labels: Mapping[str, str],
             left[name] = rest if rest > 0 else 0.0
         counts.append((index, count))
         wanted.append(want)
+        names = names | request.names if names else request.names
+        if request.selectors:
+            selecting.append(request)
         if stops is not None and not _takes_some(left, stops[index + 1]):
             break
     if left is None:
         return None
-    placed = [requests[index] for index, _ in counts]
-    return Fill(counts, wanted, left, after, utilization_score(total, left, placed, after))
+    return Fill(counts, wanted, left, after, _score(total, left, names, selecting, after))
 
 
 def _unchanged(result: Fill, remaining: Sequence[int]) -> bool:
