@@ -155,10 +155,14 @@ class SimNode:
         # For new nodes: which demand they are for -> number of bundles.
         self.why: dict[Why, int] = {}
 
-    def host(self, why: Why, count: int) -> None:
+    def host(self, requests: Sequence[Request], counts: Iterable[tuple[int, int]]) -> None:
+        """Take `counts` (request index, bundles) of `requests` (at least one)."""
         self.hosts_demand = True
         if self.kind == SimNode.NEW:
-            self.why[why] = self.why.get(why, 0) + count
+            why = self.why
+            for index, count in counts:
+                key = requests[index].why
+                why[key] = why.get(key, 0) + count
 
     def __repr__(self) -> str:
         return f"SimNode({self.kind}, {self.node_type}, {self.ip})"
@@ -660,8 +664,7 @@ class Placer:
 
     def _host(self, node: SimNode, total: Resources, requests: Sequence[Request],
               result: Fill, last: bool) -> None:
-        for index, count in result.counts:
-            node.host(requests[index].why, count)
+        node.host(requests, result.counts)
         node.labels.update(result.labels)
         if not last:
             self._put(node, total, dict(result.free), dict(result.labels))
