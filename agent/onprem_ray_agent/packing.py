@@ -15,7 +15,9 @@ as requests are used up, so candidates sit in a heap and are scored again only w
 its top (a lazy greedy, equal to Ray's choice whenever a fill's score does not rise with fewer
 requests). Groups that take nothing are passed over without a fill: a group remembers the
 shapes and label rules it refused (its free resources and labels never change), and a scan
-over all groups first checks the few requests no other undercuts. Neither changes a choice.
+over all groups first checks the few requests no other undercuts; a fill through many requests
+ends once the node has room for none of those after the last it took. None of it changes a
+choice (bench/decide_digest.py compares the decisions of two checkouts).
 """
 
 from __future__ import annotations
