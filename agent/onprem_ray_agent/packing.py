@@ -47,6 +47,8 @@ SCORED_NODES = 2
 # From this many requests in a pass, a fill checks after each request it takes whether the
 # node has room for any later one (fewer: the checks cost more than they save).
 STOPS_FROM = 8
+# ... unless the requests are so unlike that a check would try more than this many of them.
+STOPS_MOST = 8
 _ENTRY = itertools.count()  # ties in a heap never compare groups
 
 
@@ -708,15 +710,17 @@ def _least_shapes(requests: Sequence[Request]) -> list[Request]:
     return least
 
 
-def _stops(requests: Sequence[Request]) -> list[list[Request]]:
+def _stops(requests: Sequence[Request]) -> list[list[Request]] | None:
     """For each position in `requests` (and the end): requests from there on that no other
     from there on undercuts (as in _least_shapes), so a node with room for none of them has
-    room for none from there on."""
+    room for none from there on. None when one such list would exceed STOPS_MOST."""
     stops: list[list[Request]] = [[]]
     for request in reversed(requests):
         least = stops[-1]
         if not any(_undercuts(lower, request) for lower in least):
             least = [request, *(other for other in least if not _undercuts(request, other))]
+            if len(least) > STOPS_MOST:
+                return None
         stops.append(least)
     stops.reverse()
     return stops
