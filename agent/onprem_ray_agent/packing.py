@@ -589,14 +589,14 @@ class Placer:
         `shape_ids`: the fit ids of `live`'s shapes when none has a label rule, or None."""
         scored = 0
         for group in scan:
-            if group in seen:
-                continue
-            seen.add(group)  # what a node cannot take now it cannot take later in the pass
-            misfits = group.misfits
+            misfits = group.misfits  # (the requests left only shrink: a misfit stays one)
             if misfits and (shape_ids <= misfits if shape_ids is not None else
                             all(shape in misfits or rule in misfits
                                 for _, (shape, rule) in live)):
                 continue
+            if group in seen:
+                continue
+            seen.add(group)  # what a node cannot take now it cannot take later in the pass
             if least is not None and not _takes_some(group.free, least):
                 continue
             result = fill(group.free, group.total, group.labels, requests, remaining,
