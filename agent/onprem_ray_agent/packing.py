@@ -15,7 +15,9 @@ as requests are used up, so candidates sit in a heap and are scored again only w
 its top (a lazy greedy, equal to Ray's choice whenever a fill's score does not rise with fewer
 requests). Groups that take nothing are passed over without a fill: a group remembers the
 shapes and label rules it refused (its free resources and labels never change), and a scan
-over all groups first checks the few requests no other undercuts. Neither changes a choice.
+over all groups first checks the few requests no other undercuts; a fill through many requests
+ends once the node has room for none of those after the last it took. None of it changes a
+choice (bench/decide_digest.py compares the decisions of two checkouts).
 """
 
 from __future__ import annotations
@@ -42,6 +44,11 @@ Score = tuple[int, bool, int, float, float]
 # Of the nodes there are, how many (the fullest that take something) are scored before the
 # best is chosen (see Placer._score_some).
 SCORED_NODES = 2
+# From this many requests in a pass, a fill checks after each request it takes whether the
+# node has room for any later one (fewer: the checks cost more than they save).
+STOPS_FROM = 8
+# ... unless the requests are so unlike that a check would try more than this many of them.
+STOPS_MOST = 8
 _ENTRY = itertools.count()  # ties in a heap never compare groups
 
 
@@ -86,6 +93,8 @@ class Request:
     # (name, amount, amount a node has when it does not list the resource), for speed
     needs: tuple[tuple[str, float, float], ...] = field(init=False, compare=False,
                                                         repr=False)
+    names: frozenset[str] = field(init=False, compare=False, repr=False)
+    ruled: bool = field(init=False, compare=False, repr=False)  # where it goes depends on labels
     # labels' sorted items -> allowed there: keyed without the selectors, whose hash is slow
     _allowed_on: dict[tuple, bool] = field(default_factory=dict, init=False, compare=False,
                                            repr=False)
@@ -94,6 +103,8 @@ class Request:
         object.__setattr__(self, "needs", tuple(
             (name, amount, 1.0 if name.startswith(IMPLICIT_RESOURCE_PREFIX) else 0.0)
             for name, amount in self.shape))
+        object.__setattr__(self, "names", frozenset(name for name, _ in self.shape))
+        object.__setattr__(self, "ruled", bool(self.selectors or self.spread or self.tied))
 
     def order(self) -> tuple:
         """Ray's `_sort_resource_request`, most demanding first when reversed: placement
@@ -148,10 +159,14 @@ class SimNode:
         # For new nodes: which demand they are for -> number of bundles.
         self.why: dict[Why, int] = {}
 
-    def host(self, why: Why, count: int) -> None:
+    def host(self, requests: Sequence[Request], counts: Iterable[tuple[int, int]]) -> None:
+        """Take `counts` (request index, bundles) of `requests` (at least one)."""
         self.hosts_demand = True
         if self.kind == SimNode.NEW:
-            self.why[why] = self.why.get(why, 0) + count
+            why = self.why
+            for index, count in counts:
+                key = requests[index].why
+                why[key] = why.get(key, 0) + count
 
     def __repr__(self) -> str:
         return f"SimNode({self.kind}, {self.node_type}, {self.ip})"
@@ -163,24 +178,24 @@ def utilization_score(total: Resources, free: Mapping[str, float], placed: Seque
     matching label selectors, then no GPU node for work without GPUs, then more resource
     kinds matched, then the least used resource the most used, then the average; each
     resource's use weighted by its amount (amount x use^3), so bigger nodes filled win."""
+    names = frozenset().union(*(request.names for request in placed))
+    return _score(total, free, names, [r for r in placed if r.selectors], labels)
+
+
+def _score(total: Resources, free: Mapping[str, float], wanted: frozenset[str],
+           selecting: Sequence[Request], labels: Mapping[str, str]) -> Score:
+    """utilization_score, given the resource names of the requests placed and those of
+    them that select labels."""
     label_score = 0
-    for request in placed:
-        if request.selectors:
-            count = len(request.selectors)
-            for i, selector in enumerate(request.selectors):
-                if selector.matches(labels):
-                    label_score = count - i
-                    break
-            if label_score:
+    for request in selecting:
+        count = len(request.selectors)
+        for i, selector in enumerate(request.selectors):
+            if selector.matches(labels):
+                label_score = count - i
                 break
-    if len(placed) == 1:
-        wanted = [name for name, _ in placed[0].shape]
-    else:
-        wanted = list({name for request in placed for name, _ in request.shape})
-    matching = 0
-    for name in wanted:
-        if name in total:
-            matching += 1
+        if label_score:
+            break
+    matching = len(total.keys() & wanted)
     low = math.inf
     summed = 0.0
     kinds = 0
@@ -213,18 +228,23 @@ class Fill:
 
 def fill(free: Mapping[str, float], total: Resources, labels: Mapping[str, str],
          requests: Sequence[Request], remaining: Sequence[int],
-         labels_key: tuple | None = None) -> Fill | None:
+         labels_key: tuple | None = None,
+         stops: Sequence[Sequence[Request]] | None = None) -> Fill | None:
     """Greedy, in order, as Ray's `SchedulingNode.try_schedule`; None if nothing fits.
-    `labels_key`: the labels' sorted items, to remember which requests they allow."""
+    `labels_key`: the labels' sorted items, to remember which requests they allow.
+    `stops` (see _stops): the fill ends once the node has no room for any request after
+    the last it took."""
     counts = []
     wanted = []
     left = None
     after = labels
+    names: frozenset[str] = frozenset()  # of the requests placed
+    selecting = []  # the requests placed that select labels
     for index, request in enumerate(requests):
         want = remaining[index]
         if not want:
             continue
-        if request.selectors or request.spread or request.tied:
+        if request.ruled:
             if labels_key is not None and after is labels:
                 if not request.allowed_on(labels_key):
                     continue
@@ -233,10 +253,11 @@ def fill(free: Mapping[str, float], total: Resources, labels: Mapping[str, str],
         room = free if left is None else left
         here = -1
         for name, amount, default in request.needs:  # Request.count_in, inlined for speed
-            fits = int((room.get(name, default) + _EPSILON) // amount)
-            if fits <= 0:
+            have = room.get(name, default) + _EPSILON
+            if have < amount:  # what `have // amount < 1` says, without the division
                 here = 0
                 break
+            fits = int(have // amount)
             if here < 0 or fits < here:
                 here = fits
         if here <= 0:
@@ -252,10 +273,14 @@ def fill(free: Mapping[str, float], total: Resources, labels: Mapping[str, str],
             left[name] = rest if rest > 0 else 0.0
         counts.append((index, count))
         wanted.append(want)
+        names = names | request.names if names else request.names
+        if request.selectors:
+            selecting.append(request)
+        if stops is not None and not _takes_some(left, stops[index + 1]):
+            break
     if left is None:
         return None
-    placed = [requests[index] for index, _ in counts]
-    return Fill(counts, wanted, left, after, utilization_score(total, left, placed, after))
+    return Fill(counts, wanted, left, after, _score(total, left, names, selecting, after))
 
 
 def _unchanged(result: Fill, remaining: Sequence[int]) -> bool:
@@ -274,7 +299,7 @@ def _repeats(result: Fill, remaining: Sequence[int]) -> int:
 
 
 def _key(score: Score) -> tuple:
-    return tuple(-value for value in score)
+    return (-score[0], -score[1], -score[2], -score[3], -score[4])
 
 
 class _Group:
@@ -314,6 +339,8 @@ class Attempt:
     """The outcome of one pass, not applied yet: where each part goes, what is left."""
 
     requests: list[Request]
+    # fills end early (see fill): worth it for many requests only
+    stops: list[list[Request]] | None = None
     existing: list[tuple[_Group, int, Fill]] = field(default_factory=list)
     new: list[tuple[Template, int, Fill]] = field(default_factory=list)
     left: list[int] = field(default_factory=list)
@@ -347,9 +374,12 @@ class Placer:
         self._groups: dict[tuple, _Group] = {}
         self._group_of: dict[SimNode, _Group] = {}
         self._created = 0
-        # resource -> (free amount, creation order, group), ascending; emptied groups are
-        # skipped, then dropped
+        # resource -> (free amount, creation order, group), ascending; an emptied group
+        # leaves it at once (or, from a list not sorted yet, when pruned)
         self._by_free: dict[str, list[tuple[float, int, _Group]]] = {}
+        # resource -> the free amounts of the groups emptied since the last pruning,
+        # ascending: they still count in the choice of list to scan (see _where_to_look)
+        self._emptied_by_free: dict[str, list[float]] = {}
         self._emptied = 0
         self._by_room: list[_Group] | None = None
         self._unsorted: set[str] = set()  # lists of _by_free to sort before use
@@ -385,7 +415,7 @@ class Placer:
             del old.members[node]
             if not old.members:
                 del self._groups[old.key]
-                self._emptied += 1
+                self._forget(old)
         key = (node.node_type, id(total), _items(free), _items(labels) if labels else ())
         group = self._groups.get(key)
         if group is None:
@@ -404,6 +434,18 @@ class Placer:
         group.members[node] = None
         self._group_of[node] = group
 
+    def _forget(self, group: _Group) -> None:
+        """Take an emptied group out of the sorted lists, so that no scan walks it."""
+        self._emptied += 1
+        for name, amount in group.free.items():
+            if name in self._unsorted:
+                continue  # scans skip it; pruning drops it
+            entries = self._by_free[name]
+            index = bisect.bisect_left(entries, (amount, group.order))
+            if index < len(entries) and entries[index][2] is group:
+                del entries[index]
+                bisect.insort(self._emptied_by_free.setdefault(name, []), amount)
+
     # -- one pass
 
     def attempt(self, demand: Iterable[tuple[Request, int]], templates: Sequence[Template],
@@ -415,7 +457,7 @@ class Placer:
                 merged[request] = merged.get(request, 0) + count
         requests = sorted(merged, key=Request.order, reverse=True)
         remaining = [merged[r] for r in requests]
-        attempt = Attempt(requests)
+        attempt = Attempt(requests, _stops(requests) if len(requests) >= STOPS_FROM else None)
         if requests:
             self._onto_existing(attempt, requests, remaining,
                                 [self._fit_ids_of(r) for r in requests])
@@ -435,22 +477,31 @@ class Placer:
         # groups do not change during a pass, so neither does any of it
         rounds: dict[tuple[int, ...], tuple] = {}
         commits = 0
-        while any(remaining):
+        wanted = sum(remaining)
+        live: tuple[int, ...] = ()
+        used_up = True  # some request was used up since `live` was found
+        while wanted:
             if not heap:
                 # Score (more) nodes, for what is left.
-                live = tuple(i for i, n in enumerate(remaining) if n)
+                if used_up:
+                    live = tuple(i for i, n in enumerate(remaining) if n)
+                    used_up = False
                 if live not in rounds:
                     shapes = _distinct_shapes([requests[i] for i in live])
                     where = self._where_to_look(shapes)
                     # A scan by free amount passes only groups with room for one resource
                     # every request needs; a scan by room passes full groups too.
                     least = _least_shapes(shapes) if where[0] == "room" else None
-                    rounds[live] = (where, least, [(requests[i], fit_ids[i]) for i in live])
-                where, least, pairs = rounds[live]
+                    pairs = [(requests[i], fit_ids[i]) for i in live]
+                    # without label rules, a group refuses them all if it refuses each shape
+                    shape_ids = (frozenset(shape for _, (shape, _) in pairs)
+                                 if all(rule is None for _, (_, rule) in pairs) else None)
+                    rounds[live] = (where, least, pairs, shape_ids)
+                where, least, pairs, shape_ids = rounds[live]
                 if where not in scans:
                     scans[where] = self._scan(where)
                 if not self._score_some(scans[where], heap, requests, remaining, seen,
-                                        commits, pairs, least):
+                                        commits, pairs, least, shape_ids, attempt.stops):
                     return
                 continue
             key, order, _, group, scored_at, result = heapq.heappop(heap)
@@ -460,7 +511,7 @@ class Placer:
             if scored_at != commits and not _unchanged(result, remaining):
                 # requests were used up since: score it again
                 again = fill(group.free, group.total, group.labels, requests, remaining,
-                             group.key[3])
+                             group.key[3], attempt.stops)
                 if again is None:
                     continue
                 fresh = _key(again.score)
@@ -471,6 +522,9 @@ class Placer:
             times = min(free_members, _repeats(result, remaining))
             for index, count in result.counts:
                 remaining[index] -= count * times
+                wanted -= count * times
+                if not remaining[index]:
+                    used_up = True
             commits += 1
             taken[group] = taken.get(group, 0) + times
             attempt.existing.append((group, times, result))
@@ -482,11 +536,14 @@ class Placer:
         favours): when every request needs some of one resource, only the groups with at
         least the least of it, by that resource's free amount: ("free", name, first);
         else every group, by room: ("room",)."""
+        # Emptied groups count until pruned, as if they were still in the lists: the choice
+        # of list, and so which nodes are scored, stays as it was when scans walked them.
         if self._emptied > len(self._groups):
             for name, entries in self._by_free.items():
                 self._by_free[name] = [entry for entry in entries if entry[2].members]
+            self._emptied_by_free.clear()
             self._emptied = 0
-        common = set.intersection(*({name for name, _ in r.shape} for r in requests))
+        common = requests[0].names.intersection(*[r.names for r in requests[1:]])
         best: tuple = ("room",)
         fewest = math.inf
         for name in sorted(common):
@@ -496,8 +553,11 @@ class Placer:
                 self._unsorted.discard(name)
             least = min(amount for r in requests for n, amount in r.shape if n == name)
             start = bisect.bisect_left(entries, (least - _EPSILON,))
-            if len(entries) - start < fewest:
-                best, fewest = ("free", name, start), len(entries) - start
+            emptied = self._emptied_by_free.get(name, ())
+            count = (len(entries) - start
+                     + len(emptied) - bisect.bisect_left(emptied, least - _EPSILON))
+            if count < fewest:
+                best, fewest = ("free", name, start), count
         return best
 
     def _scan(self, where: tuple) -> Iterator[_Group]:
@@ -519,24 +579,28 @@ class Placer:
     def _score_some(scan: Iterator[_Group], heap: list, requests: list[Request],
                     remaining: list[int], seen: set[_Group], commits: int,
                     live: list[tuple[Request, tuple[int, int | None]]],
-                    least: list[Request] | None) -> bool:
+                    least: list[Request] | None, shape_ids: frozenset[int] | None,
+                    stops: Sequence[Sequence[Request]] | None) -> bool:
         """Score the next SCORED_NODES groups from `scan` that take something into `heap`.
         Ray scores every node; the scan goes from the fullest nodes up, which are the ones
         its utilization score favours, so a looser node is rarely better than all of these
         (and is scored when these are used up). False when the scan is over. `least`:
-        requests that fit wherever any of `live` does (see _least_shapes), or None."""
+        requests that fit wherever any of `live` does (see _least_shapes), or None;
+        `shape_ids`: the fit ids of `live`'s shapes when none has a label rule, or None."""
         scored = 0
         for group in scan:
+            misfits = group.misfits  # (the requests left only shrink: a misfit stays one)
+            if misfits and (shape_ids <= misfits if shape_ids is not None else
+                            all(shape in misfits or rule in misfits
+                                for _, (shape, rule) in live)):
+                continue
             if group in seen:
                 continue
             seen.add(group)  # what a node cannot take now it cannot take later in the pass
-            misfits = group.misfits
-            if misfits and all(shape in misfits or rule in misfits for _, (shape, rule) in live):
-                continue
             if least is not None and not _takes_some(group.free, least):
                 continue
             result = fill(group.free, group.total, group.labels, requests, remaining,
-                          group.key[3])
+                          group.key[3], stops)
             if result is None:  # none of the requests left fits it: remember why
                 for request, (shape, rule) in live:
                     # refused by its labels (remembered), else by its resources
@@ -564,7 +628,7 @@ class Placer:
                 if space <= 0:
                     continue
                 result = fill(template.total, template.total, template.labels, requests,
-                              remaining, template.labels_key)
+                              remaining, template.labels_key, attempt.stops)
                 if result is None:
                     continue
                 key = (_key(result.score), template.order)
@@ -604,8 +668,7 @@ class Placer:
 
     def _host(self, node: SimNode, total: Resources, requests: Sequence[Request],
               result: Fill, last: bool) -> None:
-        for index, count in result.counts:
-            node.host(requests[index].why, count)
+        node.host(requests, result.counts)
         node.labels.update(result.labels)
         if not last:
             self._put(node, total, dict(result.free), dict(result.labels))
@@ -645,6 +708,28 @@ def _least_shapes(requests: Sequence[Request]) -> list[Request]:
                    for lower in least):
             least.append(request)
     return least
+
+
+def _stops(requests: Sequence[Request]) -> list[list[Request]] | None:
+    """For each position in `requests` (and the end): requests from there on that no other
+    from there on undercuts (as in _least_shapes), so a node with room for none of them has
+    room for none from there on. None when one such list would exceed STOPS_MOST."""
+    stops: list[list[Request]] = [[]]
+    for request in reversed(requests):
+        least = stops[-1]
+        if not any(_undercuts(lower, request) for lower in least):
+            least = [request, *(other for other in least if not _undercuts(request, other))]
+            if len(least) > STOPS_MOST:
+                return None
+        stops.append(least)
+    stops.reverse()
+    return stops
+
+
+def _undercuts(lower: Request, other: Request) -> bool:
+    """`lower` needs only resources `other` needs, and no more of them."""
+    needs = dict(other.shape)
+    return all(needs.get(name, -1.0) >= amount for name, amount in lower.shape)
 
 
 def _distinct_shapes(requests: Sequence[Request]) -> list[Request]:

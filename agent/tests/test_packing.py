@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from onprem_ray_agent.model import LabelConstraint, LabelOperator, LabelSelector, Purpose
 from onprem_ray_agent.packing import (
+    STOPS_FROM,
     Placer,
     Request,
     SimNode,
     Template,
+    _stops,
+    _takes_some,
+    fill,
     fits_count,
     shape_of,
     utilization_score,
@@ -112,3 +120,47 @@ def test_what_fits_nowhere_is_left() -> None:
     attempt = placer.attempt([(_request({"CPU": 2}), 2)], [], _no_room)
     assert not attempt.complete
     assert [count for _, count in attempt.leftover()] == [2]
+
+
+FILL_SHAPES = [{"CPU": 1}, {"CPU": 0.5}, {"CPU": 4}, {"CPU": 8}, {"GPU": 1}, {"GPU": 0.5},
+               {"CPU": 2, "GPU": 1}, {"CPU": 1, "memory": 8}, {"memory": 2}, {"CPU": 3}]
+
+
+def test_a_fill_that_ends_early_takes_what_a_whole_fill_takes() -> None:
+    """A fill through many requests ends once the node has room for none after the last it
+    took (_stops): it takes the same, leaves the same free and scores the same as a fill
+    through every request. Both a fill that ends early with requests left to try and one
+    that does not come up (counted)."""
+    seen: Counter = Counter()
+
+    @given(free=st.dictionaries(st.sampled_from(["CPU", "GPU", "memory"]),
+                                st.floats(0, 12, allow_nan=False), max_size=3),
+           picks=st.lists(st.tuples(st.sampled_from(range(len(FILL_SHAPES))),
+                                    st.integers(0, 3)),
+                          min_size=STOPS_FROM, max_size=STOPS_FROM + 4))
+    def check(free, picks) -> None:
+        requests = [Request(shape_of(FILL_SHAPES[shape]), (Purpose.PENDING, str(i)))
+                    for i, (shape, _) in enumerate(picks)]
+        order = sorted(range(len(requests)), key=lambda i: requests[i].order(), reverse=True)
+        requests = [requests[i] for i in order]
+        remaining = [picks[i][1] for i in order]
+        stops = _stops(requests)
+        whole = fill(free, {"CPU": 16, "GPU": 2, "memory": 16}, {}, requests, remaining)
+        early = fill(free, {"CPU": 16, "GPU": 2, "memory": 16}, {}, requests, remaining,
+                     stops=stops)
+        seen["examples"] += 1
+        if whole is None:
+            assert early is None
+            return
+        assert early is not None
+        assert (early.counts, early.wanted, early.free, early.score) == (
+            whole.counts, whole.wanted, whole.free, whole.score)
+        last = early.counts[-1][0]
+        if any(remaining[last + 1:]) and not _takes_some(early.free, stops[last + 1]):
+            seen["ended early"] += 1
+        else:
+            seen["went through"] += 1
+
+    check()
+    print(f"\nfills: {dict(seen)}")
+    assert seen["ended early"] and seen["went through"], seen

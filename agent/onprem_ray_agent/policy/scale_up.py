@@ -29,6 +29,7 @@ from onprem_ray_agent.model import (
     PlacementGroupDemand,
     PlacementStrategy,
     Purpose,
+    RayNode,
     Resources,
     Selectors,
     format_resources,
@@ -87,6 +88,7 @@ class _ScaleUp:
         self._possible_cache: dict[tuple, bool] = {}
         self._distinct_cache: dict[tuple, int] = {}
         self._alive_kinds: list[tuple[Resources, dict[str, str]]] | None = None
+        self._outside: list[tuple[str, RayNode]] | None = None
 
     def run(self) -> dict[str, SimNode]:
         self.place()
@@ -209,6 +211,7 @@ class _ScaleUp:
     def _pending(self) -> None:
         requests = self._requests(self.ctx.snapshot.pending, Purpose.PENDING,
                                   DemandKind.BUNDLE)
+        self.pad.placers = []  # the last pass: no placer looks at the machines it adds
         self._pass(self.demand, requests, last=True)
 
     def _requests(self, demand: Iterable, purpose: Purpose, kind: DemandKind
@@ -329,17 +332,21 @@ class _ScaleUp:
 
     def _count_distinct_nodes(self, request: Request, placed: list[str]) -> int:
         ctx = self.ctx
-        outside = sum(1 for ip, node in ctx.alive.items()
-                      if ip not in ctx.current and ip not in placed
-                      and fits_in(node.total, request.shape)
+        if self._outside is None:  # alive nodes outside the pool: usually none
+            self._outside = [(ip, node) for ip, node in ctx.alive.items()
+                             if ip not in ctx.current]
+        outside = sum(1 for ip, node in self._outside
+                      if ip not in placed and fits_in(node.total, request.shape)
                       and selectors_match(request.selectors, node.labels))
         pool = 0
         for node_type in self.config.node_types:
             resources = self.pad.resources[node_type.name]
             if (resources and fits_in(resources, request.shape)
                     and selectors_match(request.selectors, node_type.labels)):
-                members = [m for m in ctx.members(node_type.name) if m.ip not in placed]
-                pool += min(node_type.effective_max, len(members))
+                members = ctx.members(node_type.name)
+                count = (sum(1 for m in members if m.ip not in placed) if placed
+                         else len(members))
+                pool += min(node_type.effective_max, count)
         if self.config.max_workers is not None:
             pool = min(pool, self.config.max_workers)
         return outside + pool
@@ -459,7 +466,8 @@ class _ScaleUp:
             if config.head_node_type == name:
                 running += 1
             cap = max(1, math.ceil(config.upscaling_speed * max(running, 1)))
-            urgent = sum(1 for node in planned if any(p.urgent for p, _ in node.why))
+            urgent_nodes = [node for node in planned if any(p.urgent for p, _ in node.why)]
+            urgent = len(urgent_nodes)
             allowed = max(cap - joining[name], urgent)
             count = min(len(planned), allowed, budget)
             budget -= count
@@ -475,8 +483,10 @@ class _ScaleUp:
                     f"running allows {cap} pending, {joining[name]} already joining")
             if count <= 0:
                 continue
-            # Nodes for demand that must start at once go first.
-            planned.sort(key=lambda node: not any(p.urgent for p, _ in node.why))
+            # Nodes for demand that must start at once go first (each keeps its place).
+            if 0 < urgent < len(planned):
+                first = set(urgent_nodes)
+                planned[:] = urgent_nodes + [node for node in planned if node not in first]
             ips = [machine.ip for machine in self.pad.candidates[name][:count]]
             for node, ip in zip(planned, ips, strict=False):
                 node.ip = ip
