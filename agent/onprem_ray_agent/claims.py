@@ -3,7 +3,8 @@
 Each iteration runs holding up-claim.lock: it reads `up`'s claim (up-claim.json), decides and
 acts, then publishes the machines in its runs (runs-under-way.json). up_claim takes the same
 lock to check that none of the workers it starts is in one of the agent's runs and to write
-its claim, so a claim never lands between the agent's reading and its starting a run.
+its claim (and, at the end of a failed `up`, its release), so a claim never lands between the
+agent's reading and its starting a run.
 """
 
 from __future__ import annotations
