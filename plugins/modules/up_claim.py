@@ -21,7 +21,7 @@ description:
   - Creates the state directory (mode 0700, owned by O(owner)) when the agent is not installed
     yet (the first C(up)); the agent reads the claim when it starts.
   - With O(state=released), run last by C(up) for the claimed workers it did not bring ALIVE
-    (they failed a step, or its wait): marks them released in the claim O(claim_id), under the
+    (they failed a step, or its wait), marks them released in the claim O(claim_id), under the
     same lock. The agent then records each one it holds joining under that claim spare again
     at once, with no failure counted (C(up) reports that failure), unless Ray lists it ALIVE;
     one it has not recorded under the claim yet is never claimed. A release for a claim that
