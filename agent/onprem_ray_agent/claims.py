@@ -3,7 +3,8 @@
 Each iteration runs holding up-claim.lock: it reads `up`'s claim (up-claim.json), decides and
 acts, then publishes the machines in its runs (runs-under-way.json). up_claim takes the same
 lock to check that none of the workers it starts is in one of the agent's runs and to write
-its claim, so a claim never lands between the agent's reading and its starting a run.
+its claim (and, at the end of a failed `up`, its release), so a claim never lands between the
+agent's reading and its starting a run.
 """
 
 from __future__ import annotations
@@ -80,10 +81,13 @@ class ClaimBox:
 
 def _claim(data: dict) -> Claim:
     claim_id, at, ips = data.get("claim_id"), data.get("at"), data.get("ips")
+    released = data.get("released", [])
     if not isinstance(at, int | float) or isinstance(at, bool) or not math.isfinite(at):
         raise ValueError(f"at is {at!r}, not a time")
-    if not isinstance(ips, list) or not all(isinstance(ip, str) for ip in ips):
-        raise ValueError(f"ips is {ips!r}, not a list of addresses")
+    for key, value in (("ips", ips), ("released", released)):
+        if not isinstance(value, list) or not all(isinstance(ip, str) for ip in value):
+            raise ValueError(f"{key} is {value!r}, not a list of addresses")
     if not isinstance(claim_id, str):
         raise ValueError(f"claim_id is {claim_id!r}")
-    return Claim(claim_id=claim_id, at=float(at), ips=frozenset(ips))
+    return Claim(claim_id=claim_id, at=float(at), ips=frozenset(ips),
+                 released=frozenset(released))

@@ -52,6 +52,7 @@ class Event(StrEnum):
     RELEASED = "released"  # an operator takes a machine out of quarantine
     CLAIMED = "claimed"  # `up` starts Ray there itself (a claim): joining, with no run
     CLAIM_EXPIRED = "claim_expired"  # claimed by `up`, not ALIVE within provision_timeout_s
+    CLAIM_RELEASED = "claim_released"  # claimed by `up`, which ended without it ALIVE
 
 
 class PlacementStrategy(StrEnum):
@@ -326,11 +327,13 @@ def is_claim(request_id: str) -> bool:
 class Claim:
     """Workers `up` starts Ray on itself, told to the agent before it does: the agent never
     adds them, and records them joining (request id `claim_id`, no run) until Ray lists them
-    ALIVE. Valid for provision_timeout_s from `at`."""
+    ALIVE. Valid for provision_timeout_s from `at`. `released`: those of them `up` ended
+    without bringing ALIVE (it failed there): spare again at once, no longer held."""
 
     claim_id: str
     at: float
     ips: frozenset[str]
+    released: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         if not is_claim(self.claim_id):

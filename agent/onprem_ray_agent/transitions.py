@@ -31,12 +31,14 @@ TRANSITIONS: dict[tuple[MachineState | None, Event], MachineState | None] = {
     (S.JOINING, E.JOIN_CANCELED): S.CANCELED,
     (S.CANCELED, E.DRAIN_REQUESTED): S.DRAINING,
     # `up` starts Ray there itself: joining with no run (a claim renewed by a later `up`);
-    # not ALIVE within the provision timeout (`up` stopped first): spare again, no failure
+    # not ALIVE within the provision timeout (`up` stopped first), or released by an `up` that
+    # failed there (it reports that failure itself): spare again, no failure
     (S.SPARE, E.CLAIMED): S.JOINING,
     (S.FAILED, E.CLAIMED): S.JOINING,
     (S.CANCELED, E.CLAIMED): S.JOINING,
     (S.JOINING, E.CLAIMED): S.JOINING,
     (S.JOINING, E.CLAIM_EXPIRED): S.SPARE,
+    (S.JOINING, E.CLAIM_RELEASED): S.SPARE,
     # the raylet died and did not come back, or the machine went away
     (S.ACTIVE, E.LOST): S.FAILED,
     (S.ACTIVE, E.IDLE_EXPIRED): S.DRAINING,

@@ -1,5 +1,6 @@
-"""`up`'s claim through the loop: the claim file as up_claim writes it, the real store, fakes
-of Ray and the runner; and the hand-over files' rules (lock, the agent's runs, a dead agent)."""
+"""`up`'s claim (and its release) through the loop: the claim file as up_claim writes it, the
+real store, fakes of Ray and the runner; and the hand-over files' rules (lock, the agent's runs,
+a dead agent)."""
 
 from __future__ import annotations
 
@@ -138,3 +139,43 @@ def test_a_newer_claim_written_meanwhile_is_kept(world) -> None:
     claims.consume(claim)
     assert claims.read().claim_id == "up-1000001-00c0ffee"
 
+
+
+def test_workers_a_failed_up_releases_are_spare_at_once_and_the_demand_is_added(world) -> None:
+    """`up` claimed two workers and ended with the first not ALIVE: the agent adds a machine
+    for the demand at its next iteration, not provision_timeout_s later, and counts no
+    failure; the second, ALIVE, joins as started by up."""
+    agent, store, ray, runner, claims, state_dir = world
+    write_claim(state_dir, CPU[0], CPU[1], at=NOW - 1)
+    ray.want(1, CPU=4)  # what the first will serve once ALIVE
+    with claims.locked():
+        agent.iterate(NOW)
+    ray.alive("cpu", 2, busy=True)  # the second is ALIVE, busy with other work
+    for now in (NOW + 10, NOW + 20):  # held: up is still starting the first
+        agent.iterate(now)
+    assert runner.started == [] and store.machine(CPU[0]).state == S.JOINING
+    # up's last task, as up_claim writes it once the agent has removed the claim
+    assert not (state_dir / agent_claims.CLAIM_FILE).exists()
+    agent_claims.write_json(str(state_dir / agent_claims.CLAIM_FILE),
+                            {"claim_id": CLAIM_ID, "at": NOW + 25, "ips": [],
+                             "released": [CPU[0]]})
+    report = agent.iterate(NOW + 30)
+    (release,) = [a for a in report.acted if a.event.value == "claim_released"]
+    assert release.ips == (CPU[0],)
+    assert release.reason.startswith(f"up (claim {CLAIM_ID}) ended without it ALIVE")
+    assert (store.machine(CPU[0]).failures, store.machine(CPU[0]).last_error) == (0, "")
+    (started,) = runner.started
+    assert len(started.ips) == 1 and CPU[1] not in started.ips
+    assert store.machine(started.ips[0]).state == S.JOINING
+    assert store.machine(CPU[1]).state == S.ACTIVE
+    assert not (state_dir / agent_claims.CLAIM_FILE).exists()  # the release is spent too
+
+
+def test_a_claim_file_with_a_release_that_is_no_list_is_refused(tmp_path) -> None:
+    claims = ClaimBox(tmp_path)
+    agent_claims.write_json(str(tmp_path / agent_claims.CLAIM_FILE),
+                            {"claim_id": CLAIM_ID, "at": NOW, "ips": [], "released": CPU[0]})
+    assert claims.read() is None
+    agent_claims.write_json(str(tmp_path / agent_claims.CLAIM_FILE),
+                            {"claim_id": CLAIM_ID, "at": NOW, "ips": [], "released": [CPU[0]]})
+    assert claims.read().released == frozenset({CPU[0]})

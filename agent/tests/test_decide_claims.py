@@ -1,6 +1,7 @@
 """`up` and the agent at the same time: the workers `up` claims are never added by the agent,
-join as "seen ALIVE in Ray" (never adopted), and a claim expires; idle time counts from the
-agent's first sight of a machine ALIVE, so a worker that just joined is not retired as idle."""
+join as "seen ALIVE in Ray" (never adopted), a claim expires, and those a failed `up` releases
+are spare again at once; idle time counts from the agent's first sight of a machine ALIVE, so
+a worker that just joined is not retired as idle."""
 
 from __future__ import annotations
 
@@ -31,8 +32,9 @@ def cfg(**kwargs):
     return config(node_type("cpu", 3), idle_timeout_minutes=5, **kwargs)
 
 
-def claim(*indexes: int, at: float = NOW - 10) -> Claim:
-    return Claim(claim_id=CLAIM_ID, at=at, ips=frozenset(ip("cpu", i) for i in indexes))
+def claim(*indexes: int, at: float = NOW - 10, released: tuple[int, ...] = ()) -> Claim:
+    return Claim(claim_id=CLAIM_ID, at=at, ips=frozenset(ip("cpu", i) for i in indexes),
+                 released=frozenset(ip("cpu", i) for i in released))
 
 
 def decide_with(config, machines, snap, claimed: Claim | None = None, now: float = NOW):
@@ -196,6 +198,76 @@ def test_a_claimed_join_is_never_canceled() -> None:
     canceled = decide(cfg(), added, snapshot(), NOW, running_adds={"add-cpu-1"},
                       unneeded_since={"add-cpu-1": NOW - 1000})
     assert len(canceled.of_kind(ActionKind.CANCEL)) == 1
+
+
+# ---------------------------------------------------------------- released by a failed up
+
+
+def claimed_joining(*indexes: int) -> list:
+    """Machines the agent made joining under the claim (written at NOW - 200) at NOW - 100."""
+    return [machine("cpu", i, "joining", request_id=CLAIM_ID, since=NOW - 100) for i in indexes]
+
+
+def released(*kept: int, released: tuple[int, ...]) -> Claim:
+    """The claim as up_claim leaves it after its release: kept and released addresses."""
+    return claim(*kept, at=NOW - 200, released=released)
+
+
+def test_a_released_machine_is_spare_at_once_and_the_demand_it_held_is_added() -> None:
+    """`up` started 1 and 2 and ended with 1 not ALIVE: demand for two machines, 2 joining;
+    the agent adds one now instead of waiting provision_timeout_s for 1."""
+    snap = snapshot(pending=[bundles({"CPU": 4}, count=2)])
+    decision = decide_with(cfg(), claimed_joining(1, 2), snap, released(2, released=(1,)))
+    assert marked(decision) == {ip("cpu", 1): "claim_released"}
+    (mark,) = decision.of_kind(ActionKind.MARK)
+    assert "no failure counted" in mark.reason and CLAIM_ID in mark.reason
+    assert len(decision.ips_of(ActionKind.ADD)) == 1
+    assert ip("cpu", 2) not in decision.ips_of(ActionKind.ADD)
+
+
+def test_without_the_release_the_same_claimed_machine_holds_the_demand() -> None:
+    """The other side: the same state with the claim not released adds nothing."""
+    snap = snapshot(pending=[bundles({"CPU": 4}, count=2)])
+    decision = decide_with(cfg(), claimed_joining(1, 2), snap, claim(1, 2, at=NOW - 200))
+    assert marked(decision) == {}
+    assert decision.ips_of(ActionKind.ADD) == ()
+
+
+def test_a_released_machine_that_ray_lists_alive_joins_as_started_by_up() -> None:
+    decision = decide_with(cfg(), claimed_joining(1), snapshot(worker("cpu", 1, idle_s=9999)),
+                           released(released=(1,)))
+    assert marked(decision) == {ip("cpu", 1): "joined"}
+    assert joined_reasons(decision)[ip("cpu", 1)].startswith("seen ALIVE in Ray (started by up")
+
+
+@pytest.mark.parametrize("recorded", [
+    "none",  # the agent's first start: the claim and its release read at once
+    "spare-before-the-claim",
+])
+def test_a_machine_released_before_the_agent_applied_the_claim_is_never_claimed(
+        recorded) -> None:
+    machines = [] if recorded == "none" else [machine("cpu", 1, since=NOW - 5000)]
+    # released wins even where the claim still lists the address
+    both = released(1, 2, released=(1,))
+    snap = snapshot(pending=[bundles({"CPU": 4})])
+    decision = decide_with(cfg(), machines, snap, both)
+    assert marked(decision) == {ip("cpu", 2): "claimed"}
+    assert decision.ips_of(ActionKind.ADD) == ()  # 2, claimed, serves the one bundle
+    more = decide_with(cfg(), machines, snapshot(pending=[bundles({"CPU": 4}, count=2)]), both)
+    assert len(more.ips_of(ActionKind.ADD)) == 1
+
+
+@pytest.mark.parametrize(("state", "request_id"), [
+    ("joining", "up-1-00000000"),  # claimed again by a later up since
+    ("joining", "add-cpu-1"),  # in an add run of the agent
+    ("active", CLAIM_ID),  # joined under the claim
+    ("spare", CLAIM_ID),  # expired, or released already
+])
+def test_a_release_moves_only_a_machine_joining_under_its_own_claim(state, request_id) -> None:
+    machines = [machine("cpu", 1, state, request_id=request_id, since=NOW - 100)]
+    snap = snapshot(worker("cpu", 1)) if state == "active" else snapshot()
+    decision = decide_with(cfg(), machines, snap, released(released=(1,)))
+    assert "claim_released" not in marked(decision).values()
 
 
 def test_claims_outside_the_inventory_are_ignored() -> None:

@@ -1,7 +1,8 @@
 #!/usr/bin/python
 # Copyright: onprem.ray maintainers
 # Apache License 2.0 (see LICENSE or https://www.apache.org/licenses/LICENSE-2.0)
-"""Tell the head's agent which workers `up` starts Ray on (up's claim)."""
+"""Tell the head's agent which workers `up` starts Ray on (up's claim), and which of them it
+did not bring ALIVE in the end (the release)."""
 
 from __future__ import annotations
 
@@ -19,14 +20,32 @@ description:
     writes holding the claim lock the agent holds for each of its iterations.
   - Creates the state directory (mode 0700, owned by O(owner)) when the agent is not installed
     yet (the first C(up)); the agent reads the claim when it starts.
+  - With O(state=released), run last by C(up) for the claimed workers it did not bring ALIVE
+    (they failed a step, or its wait), marks them released in the claim O(claim_id), under the
+    same lock. The agent then records each one it holds joining under that claim spare again
+    at once, with no failure counted (C(up) reports that failure), unless Ray lists it ALIVE;
+    one it has not recorded under the claim yet is never claimed. A release for a claim that
+    a newer one has replaced changes nothing (the newer claim decides).
 version_added: 0.1.0
 author: onprem.ray maintainers (@onprem-ray)
 options:
   ips:
-    description: The workers' addresses (as the cluster file names them) that this run starts.
+    description:
+      - The workers' addresses (as the cluster file names them) that this run starts.
+      - With O(state=released), those of them this run did not bring ALIVE.
     type: list
     elements: str
     required: true
+  state:
+    description:
+      - V(present) claims O(ips); V(released) releases O(ips) from the claim O(claim_id).
+    type: str
+    choices: [present, released]
+    default: present
+  claim_id:
+    description: The claim to release from (RV(claim_id) of the claim); required with
+      O(state=released).
+    type: str
   state_dir:
     description: The agent's state directory (role variable C(head_agent_state_dir)).
     type: path
@@ -36,7 +55,7 @@ options:
     type: str
     default: root
   timeout:
-    description: Seconds to wait for the agent's runs on these workers to end.
+    description: Seconds to wait for the agent's runs on these workers to end (claims only).
     type: int
     default: 900
 attributes:
@@ -56,18 +75,35 @@ EXAMPLES = r"""
   delegate_to: 10.0.0.10
   run_once: true
   become: true
+  register: up_claim
+
+- name: Release the claimed workers this run did not bring ALIVE
+  onprem.ray.up_claim:
+    state: released
+    claim_id: "{{ up_claim.claim_id }}"
+    ips: [10.0.0.12]
+    owner: debian
+  delegate_to: 10.0.0.10
+  run_once: true
+  become: true
 """
 
 RETURN = r"""
 claim_id:
   description: The claim's id (C(up-<time>-<random>)); the agent records it as the claimed
     machines' request id.
-  returned: changed
+  returned: changed, or O(state=released)
   type: str
 waited_for:
   description: The agent's runs this run waited for, by worker address.
-  returned: always
+  returned: O(state=present)
   type: dict
+released:
+  description: The addresses the claim has released, these and earlier ones (empty when a
+    newer claim replaced it, or there is no state directory).
+  returned: O(state=released)
+  type: list
+  elements: str
 """
 
 import os
@@ -94,17 +130,61 @@ def ensure_state_dir(path, owner, check):
     return True, user.pw_uid, user.pw_gid
 
 
+def release(module, ips):
+    """Mark `ips` released in the claim module.params['claim_id'] (state=released).
+
+    The claim file is rewritten whether or not the agent has read (and removed) it: unread, the
+    released addresses leave its ips, so the agent never claims them; read, a file with no ips
+    carries the release alone. A newer claim in the file is left as it is."""
+    state_dir, claim_id = module.params["state_dir"], module.params["claim_id"]
+    if not claim_id.startswith("up-"):
+        module.fail_json(msg=f"claim_id {claim_id!r} is no claim of up (up-<time>-<random>)")
+    if not os.path.isdir(state_dir):  # no claim was ever written here
+        module.exit_json(changed=False, claim_id=claim_id, released=[])
+    stat = os.stat(state_dir)
+    path = os.path.join(state_dir, agent_claims.CLAIM_FILE)
+    try:
+        with agent_claims.locked(state_dir, LOCK_TIMEOUT_S, stat.st_uid, stat.st_gid):
+            current = agent_claims.read_json(path)
+            if current is not None and current.get("claim_id") != claim_id:
+                module.exit_json(changed=False, claim_id=claim_id, released=[],
+                                 msg=f"the claim {current.get('claim_id')} of a later up "
+                                     "replaced this one: it decides")
+            if current is None:  # the agent has read the claim: the release goes alone
+                current = {"claim_id": claim_id, "at": time.time(), "ips": []}
+            before = sorted(set(current.get("released") or []))
+            after = sorted(set(before) | set(ips))
+            kept = sorted(set(current.get("ips") or []) - set(after))
+            changed = after != before or kept != sorted(set(current.get("ips") or []))
+            if changed and not module.check_mode:
+                agent_claims.write_json(path, dict(current, ips=kept, released=after),
+                                        stat.st_uid, stat.st_gid)
+    except agent_claims.LockTimeout as err:
+        module.fail_json(msg=f"the agent holds its claim lock too long: {err}; is it stuck? "
+                             "(journalctl -u onprem-ray-agent)")
+    except (OSError, TypeError, ValueError) as err:
+        module.fail_json(msg=f"the release of claim {claim_id} in {state_dir} cannot be "
+                             f"written: {err}")
+    module.exit_json(changed=changed, claim_id=claim_id, released=after)
+
+
 def main():
     module = AnsibleModule(
         argument_spec={
             "ips": {"type": "list", "elements": "str", "required": True},
+            "state": {"type": "str", "choices": ["present", "released"],
+                      "default": "present"},
+            "claim_id": {"type": "str"},
             "state_dir": {"type": "path", "default": "/var/lib/onprem-ray/agent"},
             "owner": {"type": "str", "default": "root"},
             "timeout": {"type": "int", "default": 900},
         },
+        required_if=[("state", "released", ["claim_id"])],
         supports_check_mode=True,
     )
     ips = sorted(set(module.params["ips"]))
+    if module.params["state"] == "released":
+        release(module, ips)
     state_dir = module.params["state_dir"]
     try:
         created, uid, gid = ensure_state_dir(state_dir, module.params["owner"],

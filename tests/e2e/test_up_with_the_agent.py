@@ -10,6 +10,9 @@ comes stays the agent's: `up` waits for that run, then claims the others.
    timeout: `up` succeeds, every worker is ALIVE at its end, the agent added none of them.
 2. The agent running with demand pending (it is adding a worker), `up` starts every worker:
    the same, and the agent's add was not doubled.
+3. `up` fails on one worker after its claim (a setup command fails there): `up` releases it,
+   the agent records it spare at once with no failure counted, and adds it for new demand
+   within seconds, not after provision_timeout_s.
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ pytestmark = [pytest.mark.pool, pytest.mark.e2e]
 
 IDLE_TIMEOUT_MINUTES = 0.5
 STATE_DIR = "/var/lib/onprem-ray/agent"
+# A worker setup command that fails where this file exists (test 3 makes it on one worker).
+FAIL_MARK = "/var/tmp/onprem-ray-test-fail-setup"
 RAY_USER = ["sudo", "-u", "ray", "env", "RAY_AUTH_MODE=token",
             "RAY_AUTH_TOKEN_PATH=/etc/ray/auth_token", "/opt/ray/venv/bin/python", "-c"]
 # Detached actors of one CPU each: demand beyond the head's 2 CPUs.
@@ -188,3 +193,54 @@ def test_up_while_the_agent_adds_a_worker_for_pending_demand(head: Head) -> None
     assert not re.search(rf"mark [^(]*\b{re.escape(added)}\b[^(]*\(claimed\)", log)
     assert re.search(rf"mark [^(]*\b{re.escape(added)}\b[^(]*\(joined\): seen ALIVE in "
                      r"Ray$", log, re.MULTILINE), log[-4000:]
+
+
+def test_a_failed_up_releases_the_worker_it_did_not_start(head: Head, tmp_path) -> None:
+    head.ray(KILL_ACTORS, "8")
+    head.wait("every worker retired", lambda: head.workers_alive() == set(), timeout=300)
+    head.wait("every machine spare",
+              lambda: {m["state"] for m in head.status()["machines"]} == {"spare"}, timeout=120)
+    failing, *others = head.pool.workers
+    runs_before = {r["request_id"] for r in head.status()["recent_runs"]}
+    source = yaml.safe_load(head.cluster.inventory.read_text())
+    source["worker_setup_commands"] = [f"test ! -e {FAIL_MARK}"]
+    inventory = tmp_path / "cluster.yml"
+    inventory.write_text(yaml.safe_dump(source, sort_keys=False))
+    cluster = Cluster(pool=head.pool, wheelhouse=head.cluster.wheelhouse, inventory=inventory)
+    mark = ["docker", "exec", failing.container]
+    subprocess.run([*mark, "touch", FAIL_MARK], check=True)
+    try:
+        since = head.now()
+        result = cluster.playbook("up", "-e", "ray_up_workers=all",
+                                  "-e", "head_agent_interval=1", "-e", "ray_start_timeout=600",
+                                  check=False, timeout=2400)
+    finally:
+        subprocess.run([*mark, "rm", "-f", FAIL_MARK], check=True)
+    counts = recap(result.stdout)
+    assert result.returncode != 0 and counts[failing.ip]["failed"] == 1, result.stdout[-4000:]
+    assert all(counts[m.ip]["failed"] == 0 for m in [*others, head.pool.head]), counts
+    assert "Release the claimed workers this run did not bring ALIVE" in result.stdout
+
+    def record() -> dict[str, Any]:
+        return {m["ip"]: m for m in head.status()["machines"]}[failing.ip]
+    head.wait(f"{failing.ip} released by up", lambda: record()["state"] == "spare"
+              and record()["reason"].startswith("up (claim "), timeout=30)
+    log = head.journal(since)
+    for event in ("claimed", "claim_released"):  # joining under the claim, then released
+        assert re.search(rf"mark [^(]*\b{re.escape(failing.ip)}\b[^(]*\({event}\)", log), \
+            log[-4000:]
+    assert head.workers_alive() == {m.ip for m in others}
+    # Demand for one worker more than the cluster has: the released one is the only spare.
+    # Without the release it would stay joining under the claim, and the agent would add
+    # nothing for provision_timeout_s (600 s).
+    cpus = sum(int(n["resources"].get("CPU", 0)) for n in head.cluster.nodes())
+    head.ray(CREATE_ACTORS, str(cpus + 1))
+
+    def adding() -> bool:
+        status = head.status()
+        return any(failing.ip in r["ips"] for r in status["running"] + status["recent_runs"]
+                   if r["kind"] == "add" and r["request_id"] not in runs_before)
+    head.wait(f"the agent adds {failing.ip}", adding, timeout=60)
+    assert record()["failures"] == 0, record()
+    head.wait(f"{failing.ip} ALIVE", lambda: failing.ip in head.workers_alive(), timeout=600)
+    head.ray(KILL_ACTORS, str(cpus + 1))

@@ -9,6 +9,11 @@ A claim holds each machine once: for a machine recorded before the claim was wri
 changed since (a record changed later, e.g. joined and retired again, has spent it), or one
 not recorded yet (the agent's first start, during the first `up`). A machine in an agent's
 add or retire run stays the run's (`up` waits for those runs to end before it claims).
+
+An `up` that ends without bringing some of its claimed workers ALIVE (they failed a step, or
+its wait) releases them: a released machine joining under that claim is spare again at once,
+with no failure counted (`up` reports that failure), unless Ray lists it ALIVE (then it joins
+as started by up); one the claim has not made joining yet is never claimed.
 """
 
 from __future__ import annotations
@@ -23,7 +28,11 @@ S = MachineState
 def apply_claim(ctx: Context, machine: Machine, phase: Phase = Phase.CLAIM) -> Machine:
     """`machine` after `up`'s claim: joining under the claim, or as it was."""
     claim = ctx.claim
-    if claim is None or machine.ip not in claim.ips or machine.ip not in ctx.inventory:
+    if claim is None or machine.ip not in ctx.inventory:
+        return machine
+    if machine.ip in claim.released:
+        return _release(ctx, machine, phase)
+    if machine.ip not in claim.ips:
         return machine
     record = ctx.records.get(machine.ip)
     if record is not None and record.since > claim.at:
@@ -40,6 +49,18 @@ def apply_claim(ctx: Context, machine: Machine, phase: Phase = Phase.CLAIM) -> M
     ctx.mark(machine, Event.CLAIMED,
              f"Ray started by up (claim {claim.claim_id}): joining, not added by the agent",
              phase, request_id=claim.claim_id)
+    return ctx.current[machine.ip]
+
+
+def _release(ctx: Context, machine: Machine, phase: Phase) -> Machine:
+    """`machine` after `up` released it: spare again if this claim holds it and Ray does not
+    list it ALIVE; else as it was (observe joins an ALIVE one as started by up)."""
+    claim_id = ctx.claim.claim_id if ctx.claim is not None else ""
+    if machine.state != S.JOINING or machine.request_id != claim_id or machine.ip in ctx.alive:
+        return machine
+    ctx.mark(machine, Event.CLAIM_RELEASED,
+             f"up (claim {claim_id}) ended without it ALIVE in Ray: spare again, no failure "
+             "counted (up reports what failed there)", phase)
     return ctx.current[machine.ip]
 
 

@@ -145,7 +145,7 @@ class Context:
 
     def claimed(self, ip: str) -> bool:
         """Whether `up` claims `ip` (it starts Ray there itself)."""
-        return self.claim is not None and ip in self.claim.ips
+        return self.claim is not None and ip in self.claim.ips - self.claim.released
 
     def idle_s(self, machine: Machine) -> float:
         """How long an active machine has been idle: Ray's idle duration counts from Ray's
