@@ -101,7 +101,7 @@ def test_a_release_before_the_agent_read_the_claim_takes_the_workers_out_of_it(
         run_module, tmp_path) -> None:
     tmp_path = tmp_path / "agent"  # made by the claim, the agent's user's
     claimed = run_module(up_claim, {"ips": IPS, "state_dir": str(tmp_path),
-                                     "owner": OWNER})[1]
+                                    "owner": OWNER})[1]
     written = claim_of(tmp_path)
     code, result = release(run_module, tmp_path, claimed["claim_id"], ["10.0.1.2"])
     assert code == 0 and result["changed"] and result["released"] == ["10.0.1.2"], result
@@ -118,7 +118,7 @@ def test_a_release_before_the_agent_read_the_claim_takes_the_workers_out_of_it(
 
 def test_a_release_after_the_agent_read_the_claim_goes_alone(run_module, tmp_path) -> None:
     claimed = run_module(up_claim, {"ips": IPS, "state_dir": str(tmp_path),
-                                     "owner": OWNER})[1]
+                                    "owner": OWNER})[1]
     (tmp_path / agent_claims.CLAIM_FILE).unlink()  # the agent recorded it and removed it
     before = time.time()
     code, result = release(run_module, tmp_path, claimed["claim_id"], ["10.0.1.2"])
@@ -140,7 +140,7 @@ def test_a_release_leaves_a_newer_claim_as_it_is(run_module, tmp_path) -> None:
 
 def test_a_release_in_check_mode_writes_nothing(run_module, tmp_path) -> None:
     claimed = run_module(up_claim, {"ips": IPS, "state_dir": str(tmp_path),
-                                     "owner": OWNER})[1]
+                                    "owner": OWNER})[1]
     written = claim_of(tmp_path)
     code, result = release(run_module, tmp_path, claimed["claim_id"], ["10.0.1.2"],
                            check=True)
