@@ -82,6 +82,8 @@ import glob, json, os, sys
 rows = []
 for path in glob.glob(os.path.join(sys.argv[1], "job_events", "*.json")):
     event = json.load(open(path))
+    if "counter" not in event:  # a partial event the callback has not finished writing
+        continue
     rows.append((event["counter"], event["event"], (event.get("event_data") or {}).get("task", ""),
                  event.get("created", "")))
 print(json.dumps([row[1:] for row in sorted(rows)]))

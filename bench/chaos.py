@@ -23,7 +23,7 @@ landed mid-run when the restarted agent recorded a run `interrupted`; one that c
 run ended finds the run's outcome in its artifacts instead.
 
 Exit status 1 when a kill was not survived or any count that must be 0 is not. A shorter loop
-on a pool a test made: `kill_loop(prepare(pool, wheelhouse, idle_s), kills=3, seed=...)`.
+on a pool a test made: tests/e2e/test_kill_loop.py.
 """
 
 from __future__ import annotations
@@ -158,12 +158,14 @@ class Chaos:
         return json.loads(result.stdout), ""
 
 
-def prepare(pool: pools.Pool, wheelhouse: Path, idle_s: float) -> Chaos:
-    """`up` on the pool with the loop's settings; the head's CPUs held by an actor."""
+def prepare(pool: pools.Pool, wheelhouse: Path, idle_s: float, workdir: Path) -> Chaos:
+    """`up` on the pool with the loop's settings (its cluster file written in `workdir`, the
+    pool's own left as it is); the head's CPUs held by an actor (`release` lets them go)."""
     source = yaml.safe_load(pool.inventory.read_text())
     source.update(min_workers=0, max_workers=len(pool.workers), idle_timeout_minutes=idle_s / 60)
-    pool.inventory.write_text(yaml.safe_dump(source, sort_keys=False))
-    cluster = Cluster(pool=pool, wheelhouse=wheelhouse)
+    inventory = workdir / "chaos-cluster.yml"
+    inventory.write_text(yaml.safe_dump(source, sort_keys=False))
+    cluster = Cluster(pool=pool, wheelhouse=wheelhouse, inventory=inventory)
     settings = [arg for key, value in AGENT_SETTINGS.items() for arg in ("-e", f"{key}={value}")]
     cluster.playbook("up", "-e", "ray_up_workers=min", *settings, timeout=3600)
     chaos = Chaos(pool=pool, cluster=cluster)
@@ -175,6 +177,12 @@ def prepare(pool: pools.Pool, wheelhouse: Path, idle_s: float) -> Chaos:
     if made.returncode != 0 or placed != [chaos.head_ip]:
         raise RuntimeError(f"the head's blocker actor: {made.stderr[-1500:]} {error}")
     return chaos
+
+
+def release(chaos: Chaos) -> None:
+    """The pool as a later user finds it: the head's CPUs free, the agent stopped."""
+    chaos.ray(KILL_ACTORS, "blocker", "1")
+    chaos.ssh("sudo", "systemctl", "disable", "--now", UNIT)
 
 
 @dataclass
@@ -359,7 +367,7 @@ def main() -> int:
     try:
         print("up (Ray installed from the wheelhouse, workers prepared, none started) ...",
               flush=True)
-        chaos = prepare(pool, wheelhouse, args.idle_s)
+        chaos = prepare(pool, wheelhouse, args.idle_s, pool.state_dir)
         print(f"kill loop: {args.kills} kills, seed {seed}", flush=True)
         outcome = kill_loop(chaos, args.kills, seed, args.max_delay, args.settle_s,
                             log=lambda line: print(line, flush=True))
