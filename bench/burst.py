@@ -14,8 +14,10 @@ workers are ALIVE, the load stays as it is for --steady-s seconds.
 From the agent's own record of its runs (its state store on the head), the checks:
 - never more than max_workers workers added and not yet retired, nor ALIVE in Ray (sampled);
 - each add launched at most what upscaling_speed allows at its start: Ray's
-  max(1, ceil(upscaling_speed x running)), running being the workers whose add had succeeded
-  by then (an upper bound of what the agent counts, so the check is never too strict);
+  max(1, ceil(upscaling_speed x running)) less the machines still joining, running being the
+  workers whose add had succeeded by then, and the head when it is of the workers' node type
+  (as in the pool's cluster file, which has one type); joining, the machines of add runs not
+  yet ended (both as the agent saw them at the latest, so the check is never too strict);
 - during the steady load: no add and no retire at all, and no flap (a machine retired and
   added again within 10 minutes) over the whole run.
 
@@ -87,7 +89,7 @@ class Verdict:
 
 
 def judge(runs: Sequence[Run], *, since: float, steady_from: float, max_workers: int,
-          upscaling_speed: float) -> Verdict:
+          upscaling_speed: float, head_of_worker_type: bool) -> Verdict:
     """The checks of the module docstring, on the runs started at or after `since`."""
     runs = sorted((r for r in runs if r.started >= since), key=lambda r: r.started)
     verdict = Verdict()
@@ -101,12 +103,14 @@ def judge(runs: Sequence[Run], *, since: float, steady_from: float, max_workers:
                     verdict.flaps += 1
                     verdict.problems.append(f"{ip} retired and added again "
                                             f"{run.started - retired_at[ip]:.0f} s later")
-            running = _running(runs, run.started)
-            allowed = max(1, math.ceil(upscaling_speed * max(running, 1)))
+            running = _running(runs, run.started) + int(head_of_worker_type)
+            joining = _joining(runs, run.started)
+            allowed = max(0, max(1, math.ceil(upscaling_speed * max(running, 1))) - joining)
             verdict.launches.append((len(run.ips), allowed))
             if len(run.ips) > allowed:
-                verdict.problems.append(f"an add launched {len(run.ips)} machines with "
-                                        f"{running} running: upscaling_speed allows {allowed}")
+                verdict.problems.append(
+                    f"an add launched {len(run.ips)} machine(s) with {running} running and "
+                    f"{joining} joining: upscaling_speed allows {allowed}")
         elif run.kind == "retire":
             verdict.retires += 1
             verdict.machines_retired += len(run.ips)
@@ -128,6 +132,12 @@ def _running(runs: Sequence[Run], at: float) -> int:
           and r.finished is not None and r.finished <= at for ip in r.ips}
     gone = {ip for r in runs if r.kind == "retire" and r.started <= at for ip in r.ips}
     return len(up - gone)
+
+
+def _joining(runs: Sequence[Run], at: float) -> int:
+    """Machines of add runs started before `at` and not ended by then."""
+    return sum(len(r.ips) for r in runs if r.kind == "add" and r.started < at
+               and (r.finished is None or r.finished > at))
 
 
 def _added(runs: Sequence[Run], at: float) -> int:
@@ -174,7 +184,8 @@ def burst(made: chaos.Chaos, actors: int, max_workers: int, upscaling_speed: flo
           steady_s: float, serve_within_s: float = 600.0,
           log: Callable[[str], None] = print) -> Outcome:
     """The burst on a prepared pool (`chaos.prepare` with these max_workers and
-    upscaling_speed), the steady load, then the actors killed."""
+    upscaling_speed; the pool's cluster file, one node type for the head and the workers),
+    the steady load, then the actors killed."""
     since = time.time()  # the pool's machines share this host's clock
     made_actors = made.ray(chaos.CREATE, "burst", "1", str(actors))
     if made_actors.returncode != 0:
@@ -199,7 +210,8 @@ def burst(made: chaos.Chaos, actors: int, max_workers: int, upscaling_speed: flo
     status, error = made.status()
     checks = faults.check_pool(status, made.nodes(), made.inventory, made.head_ip, error)
     verdict = judge(runs(made), since=since, steady_from=steady_from,
-                    max_workers=max_workers, upscaling_speed=upscaling_speed)
+                    max_workers=max_workers, upscaling_speed=upscaling_speed,
+                    head_of_worker_type=True)
     made.ray(chaos.KILL_ACTORS, "burst", str(actors))
     return Outcome(actors=actors, max_workers=max_workers, upscaling_speed=upscaling_speed,
                    verdict=verdict, served_s=served_s,
