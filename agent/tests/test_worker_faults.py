@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import shutil
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from decide_fixtures import NOW, config, ip, node_type
 from loop_fakes import FakeRay, FakeRunner
-from test_outcomes import DATA
 
 from onprem_ray_agent.adapters.runner import ADD_WORKERS, read_result
 from onprem_ray_agent.loop import Agent
@@ -18,6 +18,7 @@ from onprem_ray_agent.model import ActionKind, Event, Machine, MachineState
 from onprem_ray_agent.store import StateStore
 
 S = MachineState
+DATA = Path(__file__).parent / "data"  # a real run's artifacts (test_outcomes.py)
 CPU = [ip("cpu", i) for i in (1, 2, 3)]
 
 
