@@ -240,22 +240,18 @@ def test_a_worker_up_started_is_held_while_the_claim_file_is_still_there_too() -
     assert retired(decision) == {}
 
 
-def test_once_the_claim_expires_the_worker_retires_as_idle() -> None:
+@pytest.mark.parametrize(("request_id", "claimed"), [
     # written longer than provision_timeout_s ago: up has ended or stopped
-    expired = f"up-{int(NOW - PROVISION_S) - 1}-0123abcd"
-    decision = decide_with(short_idle(), [started_by_up(1, expired)],
-                           snapshot(worker("cpu", 1, idle_s=9999)))
+    (f"up-{int(NOW - PROVISION_S) - 1}-0123abcd", None),
+    # up's wait failed for it, and released it; Ray lists it ALIVE all the same
+    (UP_ID, Claim(claim_id=UP_ID, at=NOW - 5, ips=frozenset(),
+                  released=frozenset({ip("cpu", 1)}))),
+])
+def test_once_the_claim_expires_or_releases_it_the_worker_retires_as_idle(
+        request_id, claimed) -> None:
+    decision = decide_with(short_idle(), [started_by_up(1, request_id)],
+                           snapshot(worker("cpu", 1, idle_s=9999)), claimed)
     assert retired(decision) == {ip("cpu", 1): "idle_expired"}
-
-
-def test_a_release_read_once_does_not_let_an_alive_worker_flap_between_held_and_not() -> None:
-    """`up`'s wait gave up on it (released), yet Ray lists it ALIVE: held as in the
-    iterations after, when the release file is gone."""
-    release = Claim(claim_id=UP_ID, at=NOW - 5, ips=frozenset(),
-                    released=frozenset({ip("cpu", 1)}))
-    snap = snapshot(worker("cpu", 1, idle_s=9999))
-    for claimed in (release, None):
-        assert retired(decide_with(short_idle(), [started_by_up(1)], snap, claimed)) == {}
 
 
 def test_a_claim_id_without_its_time_holds_for_provision_timeout_s_after_the_join() -> None:

@@ -151,11 +151,9 @@ class Context:
 
     def held_by_up(self, machine: Machine) -> str:
         """The id of `up`'s claim that still holds the active `machine`, or "". `up` may
-        still be waiting for it or running its last steps, so it is not retired until the
-        claim expires (provision_timeout_s after it was written). The claim file is read
-        once; later, the machine's request id is the claim's. (`up` releases only workers it
-        did not bring ALIVE; one Ray lists ALIVE all the same is held like the others: the
-        release is read once too, and a hold that came back after it would flap.)"""
+        still be waiting for it or running its last steps, so it is not retired until `up`
+        releases it or the claim expires (provision_timeout_s after it was written). The
+        claim file is read once; later, the machine's request id is the claim's."""
         if machine.state != S.ACTIVE:
             return ""
         claim = self.claim  # None once expired (build)
@@ -165,7 +163,7 @@ class Context:
         if not is_claim(claim_id):
             return ""
         if claim is not None and claim.claim_id == claim_id:
-            return claim_id
+            return "" if machine.ip in claim.released else claim_id
         at = claim_time(claim_id)
         if at is None:
             at = machine.since  # it joined after the claim: the claim is older still

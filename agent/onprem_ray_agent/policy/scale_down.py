@@ -50,7 +50,8 @@ class _ScaleDown:
             claims = ", ".join(sorted({self.held[ip] for ip in held}))
             self.ctx.notes.append(
                 f"{', '.join(held)} {'is' if len(held) == 1 else 'are'} above {limit} but "
-                f"held by up (claim {claims}): retired once the claim expires, and no busy "
+                f"held by up (claim {claims}): retired once up releases "
+                f"{'it' if len(held) == 1 else 'them'} or the claim expires, and no busy "
                 "node is drained for it")
         return held
 
@@ -148,9 +149,9 @@ class _ScaleDown:
                     f"{ip} idle {seconds(self.ctx.idle_s(machine))}")
         for claim_id, seen in kept_for_up.items():
             note_list(self.ctx.notes, seen,
-                      f"kept, as up (claim {claim_id}) started it and holds it until the "
-                      f"claim expires (provision_timeout_s {self.config.provision_timeout_s:g} "
-                      "after the claim)")
+                      f"kept, as up (claim {claim_id}) started it and holds it until it "
+                      "releases it or the claim expires (provision_timeout_s "
+                      f"{self.config.provision_timeout_s:g} after the claim)")
         for machine in self._active():
             if machine.ip not in self.ctx.alive:
                 continue
