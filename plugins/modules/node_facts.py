@@ -237,10 +237,10 @@ def os_release():
 def glibc_version():
     """The glibc version ("2.36"), or "" on another C library (manylinux wheels need glibc)."""
     try:
-        name, _, version = (os.confstr("CS_GNU_LIBC_VERSION") or "").partition(" ")
+        words = (os.confstr("CS_GNU_LIBC_VERSION") or "").split()
     except (ValueError, OSError):
         return ""
-    return version if name == "glibc" else ""
+    return words[1] if len(words) == 2 and words[0] == "glibc" else ""
 
 
 def python_info(python):

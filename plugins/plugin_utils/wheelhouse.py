@@ -27,10 +27,10 @@ def _short(python: str) -> str:
 
 
 def _glibc_minor(glibc: str) -> int | None:
-    major, _, minor = glibc.partition(".")
-    if major != "2" or not minor.split(".")[0].isdigit():
+    parts = glibc.split(".")
+    if len(parts) < 2 or parts[0] != "2" or not parts[1].isdigit():
         return None
-    return int(minor.split(".")[0])
+    return int(parts[1])
 
 
 def platform_tags(arch: str, glibc: str) -> list[str]:

@@ -2,8 +2,9 @@
 
 Ray runs a cluster on one Python: a node whose Python differs from the head's is refused by
 Ray itself when it starts (a crash loop, reported only after the wait times out). Preflight
-refuses such a worker by name first. A Debian 13 cluster is told which part of the wheelhouse
-it lacks and the command that builds it; once built, it comes up on its own Python.
+refuses such a worker by name first, as it refuses a worker that would get another Ray than the
+head's. A Debian 13 cluster is told which part of the wheelhouse it lacks and the command that
+builds it; once built, it comes up on its own Python.
 
 The pool (head of cluster A: Debian 12; head of cluster B and the workers: Debian 13) is this
 module's own; it needs the Debian 13 node image (built on first use, about 100 s).
@@ -102,7 +103,7 @@ def test_a_worker_on_another_python_than_the_head_is_refused_by_name(pool, tmp_p
     assert (f"the head {head.ip} runs Ray under Python {os_python(cluster, head)}, and Ray "
             "refuses a node whose Python differs") in failure, failure[:1500]
     assert "set ray_python to it for this host" in failure
-    assert alive(cluster) == {head.ip}
+    cluster.wait_alive({head.ip})
     cluster.pool.ssh(worker, "test", "!", "-e", "/opt/ray/venv")  # no install was attempted
     cluster.playbook("down")
 
@@ -141,4 +142,16 @@ def test_a_debian_13_cluster_is_told_what_to_build_and_comes_up_on_its_python(po
                                 ).stdout.strip() == "13"
         assert versions(cluster, machine) == ("2.60.0", os_python(cluster, machine))
         assert os_python(cluster, machine).startswith("3.13.")
+
+    # A worker that would get another Ray than the head's is refused by name, left as it was.
+    other = cluster.playbook("add_workers", "--limit", worker.ip, "-e", "ray_version=2.59.0",
+                             check=False)
+    assert recap(other.stdout)[worker.ip] | {"ok": 0} == {"ok": 0, "changed": 0,
+                                                           "unreachable": 0, "failed": 1}
+    refusal = one_line(other.stdout)
+    refusal = refusal[refusal.index(f"fatal: [{worker.ip}]"):]
+    assert (f"{worker.ip}: cannot host Ray here" in refusal and f"the head {head.ip} has Ray "
+            "2.60.0" in refusal and "this worker would get Ray 2.59.0" in refusal), refusal[:1500]
+    assert versions(cluster, worker)[0] == "2.60.0"
+    assert alive(cluster) == {head.ip, worker.ip}
     cluster.playbook("down")
