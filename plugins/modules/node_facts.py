@@ -109,6 +109,16 @@ os_like:
   description: ID_LIKE of /etc/os-release.
   returned: always
   type: str
+arch:
+  description: The CPU architecture, as C(uname -m) says it.
+  returned: always
+  type: str
+  sample: x86_64
+glibc:
+  description: The C library's version when it is glibc, else empty.
+  returned: always
+  type: str
+  sample: "2.36"
 python:
   description: Version of O(python) (empty when it does not run).
   returned: always
@@ -222,6 +232,15 @@ def os_release():
         if sep:
             out[key.lower()] = value.strip('"')
     return out
+
+
+def glibc_version():
+    """The glibc version ("2.36"), or "" on another C library (manylinux wheels need glibc)."""
+    try:
+        words = (os.confstr("CS_GNU_LIBC_VERSION") or "").split()
+    except (ValueError, OSError):
+        return ""
+    return words[1] if len(words) == 2 and words[0] == "glibc" else ""
 
 
 def python_info(python):
@@ -340,6 +359,8 @@ def probe(params):
         "os_id": release.get("id", ""),
         "os_like": release.get("id_like", ""),
         "os_version": release.get("version_id", ""),
+        "arch": os.uname().machine,
+        "glibc": glibc_version(),
         "python": version,
         "python_venv": venv_ok,
         "rsync": shutil.which("rsync") is not None,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import getpass
 import hashlib
+import platform
 import sys
 
 from ansible_collections.onprem.ray.plugins.modules import node_facts
@@ -79,6 +80,8 @@ def test_the_module_reports_everything_and_changes_nothing(run_module, tmp_path)
     assert result["ray_version"] is None and result["venv_python"] is False
     assert result["ports_in_use"] == [] and result["python_venv"] is True
     assert result["files"][str(known)]["exists"] and result["trees"][str(state)]
+    assert result["arch"] == platform.machine()
+    assert result["glibc"] == (platform.libc_ver()[1] if platform.libc_ver()[0] == "glibc" else "")
 
 
 def test_read_small_reports_small_text_files_whole_and_nothing_else(tmp_path) -> None:
