@@ -21,7 +21,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO_ROOT))
 
 from tests.pool.images import ensure_images  # noqa: E402
-from tests.pool.wheelhouse import NODE_REQUIREMENTS, ensure_wheelhouse  # noqa: E402
+from tests.pool.wheelhouse import NODE_REQUIREMENTS, node_wheels  # noqa: E402
 
 REPO = "onprem-ray-molecule"
 VENV = "/opt/ray/venv"
@@ -38,7 +38,7 @@ def _docker(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 
 def ensure_image() -> str:
     node = ensure_images()
-    wheelhouse = ensure_wheelhouse()
+    wheelhouse = node_wheels()  # the node image's Python (Debian 12: 3.11)
     digest = hashlib.sha256(
         "\n".join([node, str(wheelhouse), NODE_REQUIREMENTS.read_text(), REQUIREMENTS]).encode()
     ).hexdigest()[:16]

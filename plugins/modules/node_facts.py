@@ -70,6 +70,14 @@ options:
     type: list
     elements: path
     default: []
+  connect:
+    description:
+      - C(host:port) addresses (an IPv6 host in brackets) tried once each from this machine,
+        with a TCP connection of at most one second, reported in RV(reachable); for example the
+        head's GCS, so that a later wait for it can be skipped where it answers already.
+    type: list
+    elements: str
+    default: []
 attributes:
   check_mode:
     description: Can run in check mode and return what would change.
@@ -109,6 +117,16 @@ os_like:
   description: ID_LIKE of /etc/os-release.
   returned: always
   type: str
+arch:
+  description: The CPU architecture, as C(uname -m) says it.
+  returned: always
+  type: str
+  sample: x86_64
+glibc:
+  description: The C library's version when it is glibc, else empty.
+  returned: always
+  type: str
+  sample: "2.36"
 python:
   description: Version of O(python) (empty when it does not run).
   returned: always
@@ -178,6 +196,11 @@ trees:
   description: For each of O(trees), its SHA-256, or null when it is not a directory.
   returned: always
   type: dict
+reachable:
+  description: For each of O(connect), whether it accepted a TCP connection.
+  returned: always
+  type: dict
+  sample: {"10.0.0.10:6379": true}
 """
 
 import glob
@@ -186,6 +209,7 @@ import hashlib
 import os
 import pwd
 import shutil
+import socket
 import stat
 import subprocess
 
@@ -222,6 +246,15 @@ def os_release():
         if sep:
             out[key.lower()] = value.strip('"')
     return out
+
+
+def glibc_version():
+    """The glibc version ("2.36"), or "" on another C library (manylinux wheels need glibc)."""
+    try:
+        words = (os.confstr("CS_GNU_LIBC_VERSION") or "").split()
+    except (ValueError, OSError):
+        return ""
+    return words[1] if len(words) == 2 and words[0] == "glibc" else ""
 
 
 def python_info(python):
@@ -322,6 +355,18 @@ def unit_state(name, systemd):
     return {"active": ask("is-active") == "active", "enabled": ask("is-enabled") == "enabled"}
 
 
+def reachable(address, timeout=1.0, connect=socket.create_connection):
+    """Whether `address` ('host:port', IPv6 bracketed) accepts a TCP connection now."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        return False
+    try:
+        connect((host.strip("[]"), int(port)), timeout=timeout).close()
+    except (OSError, ValueError):
+        return False
+    return True
+
+
 def commands_state(state_dir):
     if not state_dir:
         return {}
@@ -340,6 +385,8 @@ def probe(params):
         "os_id": release.get("id", ""),
         "os_like": release.get("id_like", ""),
         "os_version": release.get("version_id", ""),
+        "arch": os.uname().machine,
+        "glibc": glibc_version(),
         "python": version,
         "python_venv": venv_ok,
         "rsync": shutil.which("rsync") is not None,
@@ -356,6 +403,7 @@ def probe(params):
         "known_hosts": (known or "").splitlines(),
         "trees": {path: tree_hash(path) for path in params["trees"]},
         "contents": {path: read_small(path) for path in params["read"]},
+        "reachable": {address: reachable(address) for address in params["connect"]},
     }
 
 
@@ -373,6 +421,7 @@ def main():
             "known_hosts": {"type": "path"},
             "trees": {"type": "list", "elements": "path", "default": []},
             "read": {"type": "list", "elements": "path", "default": []},
+            "connect": {"type": "list", "elements": "str", "default": []},
         },
         supports_check_mode=True,
     )

@@ -4,7 +4,8 @@ base  a Debian rootfs made by debootstrap and `docker import`ed
 node  the base plus systemd/sshd configuration (tests/pool/image/)
 
 Each image is tagged with the hash of its inputs, so a second run finds the tag and builds
-nothing; `:latest` points at the newest node image for Molecule scenarios.
+nothing; `:latest` points at the newest node image of the default suite (Debian 12) for
+Molecule scenarios, `:<suite>` at each suite's.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ IMAGE_DIR = Path(__file__).parent / "image"
 BASE_REPO = "onprem-ray-base"
 NODE_REPO = "onprem-ray-node"
 SUITE = "bookworm"
+# The Debian releases a pool's machines can run (their Python: tests/pool/wheelhouse.py NODE_OS).
+SUITES = ("bookworm", "trixie")
 # Everything the machines need is installed here: containers cannot reach a package index.
 PACKAGES = (
     "systemd",
@@ -52,13 +55,19 @@ def _digest(*parts: str | bytes) -> str:
     return h.hexdigest()[:16]
 
 
-def base_tag() -> str:
-    return f"{BASE_REPO}:{_digest(RECIPE_VERSION, SUITE, *PACKAGES)}"
+def _check_suite(suite: str) -> str:
+    if suite not in SUITES:
+        raise ValueError(f"Debian suite {suite!r}: the pool has {', '.join(SUITES)}")
+    return suite
 
 
-def node_tag() -> str:
+def base_tag(suite: str = SUITE) -> str:
+    return f"{BASE_REPO}:{_digest(RECIPE_VERSION, _check_suite(suite), *PACKAGES)}"
+
+
+def node_tag(suite: str = SUITE) -> str:
     files = sorted(p for p in IMAGE_DIR.rglob("*") if p.is_file())
-    parts: list[str | bytes] = [base_tag()]
+    parts: list[str | bytes] = [base_tag(suite)]
     for path in files:
         parts += [str(path.relative_to(IMAGE_DIR)), path.read_bytes()]
     return f"{NODE_REPO}:{_digest(*parts)}"
@@ -97,19 +106,19 @@ def debian_mirror() -> str:
     )
 
 
-def build_base(tag: str) -> None:
+def build_base(tag: str, suite: str = SUITE) -> None:
     if shutil.which("debootstrap") is None:
         raise RuntimeError("debootstrap is not installed (apt-get install debootstrap)")
     mirror = debian_mirror()
     with tempfile.TemporaryDirectory(prefix="onprem-ray-rootfs-") as tmp:
         root = Path(tmp) / "root"
-        with step(f"debootstrap {SUITE} from {mirror} (about 1-2 minutes)"):
+        with step(f"debootstrap {suite} from {mirror} (about 1-2 minutes)"):
             subprocess.run(
                 [
                     "debootstrap",
                     "--variant=minbase",
                     f"--include={','.join(PACKAGES)}",
-                    SUITE,
+                    suite,
                     str(root),
                     mirror,
                 ],
@@ -158,18 +167,19 @@ def build_node(tag: str, base: str) -> None:
         )
 
 
-def ensure_images() -> str:
-    """Build whatever is missing and return the node image's tag."""
-    base, node = base_tag(), node_tag()
+def ensure_images(suite: str = SUITE) -> str:
+    """Build whatever is missing for Debian `suite` and return its node image's tag."""
+    base, node = base_tag(suite), node_tag(suite)
     if image_exists(node):
         print(f"[pool] image {node} is cached", file=sys.stderr, flush=True)
     else:
         if image_exists(base):
             print(f"[pool] image {base} is cached", file=sys.stderr, flush=True)
         else:
-            build_base(base)
+            build_base(base, suite)
         build_node(node, base)
-    subprocess.run(
-        ["docker", "tag", node, f"{NODE_REPO}:latest"], check=True, capture_output=True
-    )
+    aliases = [suite] + (["latest"] if suite == SUITE else [])
+    for alias in aliases:
+        subprocess.run(["docker", "tag", node, f"{NODE_REPO}:{alias}"], check=True,
+                       capture_output=True)
     return node

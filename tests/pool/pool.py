@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from tests.pool.images import ensure_images
+from tests.pool.images import SUITE, SUITES, ensure_images
 from tests.pool.progress import step
 from tests.pool.wheelhouse import REPO_ROOT
 
@@ -45,6 +45,7 @@ class Machine:
     container: str
     ip: str
     role: str  # "head" or "worker"
+    suite: str = SUITE  # the Debian release it runs
 
 
 @dataclass
@@ -237,8 +238,28 @@ def _write_files(pool: Pool, known_hosts: list[str]) -> None:
     (pool.state_dir / "pool.json").write_text(json.dumps(meta, indent=2) + "\n")
 
 
-def create(name: str, machines: int = 3, subnet: str | None = None) -> Pool:
-    """Create a pool of `machines` machines: the first is meant as head, the rest as workers."""
+def _suites_for(name: str, machines: int, suites: list[str] | None) -> list[str]:
+    """Each machine's Debian suite: one for all, or one per machine in order (head first)."""
+    suites = suites or [SUITE]
+    unknown = sorted(set(suites) - set(SUITES))
+    if unknown:
+        raise PoolError(f"pool {name}: unknown Debian suite {', '.join(unknown)}; the pool has "
+                        f"{', '.join(SUITES)}")
+    if len(suites) == 1:
+        return suites * machines
+    if len(suites) != machines:
+        raise PoolError(f"pool {name}: {len(suites)} suites for {machines} machines; give one "
+                        "suite, or one per machine (the head's first)")
+    return suites
+
+
+def create(name: str, machines: int = 3, subnet: str | None = None,
+           suites: list[str] | None = None) -> Pool:
+    """Create a pool of `machines` machines: the first is meant as head, the rest as workers.
+
+    `suites`: the Debian release of every machine (one), or of each (head first); default
+    bookworm.
+    """
     if not NAME_PATTERN.match(name):
         raise PoolError(f"pool name {name!r}: use 1-20 of a-z, 0-9 and '-', starting with a "
                         "letter")
@@ -251,7 +272,8 @@ def create(name: str, machines: int = 3, subnet: str | None = None) -> Pool:
     if net.num_addresses < machines + HEAD_HOST_NUMBER + 2:
         raise PoolError(f"subnet {net} is too small for {machines} machines")
     _check_subnet_free(net)
-    image = ensure_images()
+    per_machine = _suites_for(name, machines, suites)
+    images = {suite: ensure_images(suite) for suite in dict.fromkeys(per_machine)}
     state_dir = state_root() / name
     state_dir.mkdir(parents=True, exist_ok=True)
     pool = Pool(name=name, subnet=str(net), network=f"onprem-ray-{name}", state_dir=state_dir)
@@ -259,7 +281,7 @@ def create(name: str, machines: int = 3, subnet: str | None = None) -> Pool:
         pool.machines.append(Machine(
             name=f"{name}-node{i}", container=f"onprem-ray-{name}-node{i}",
             ip=str(net.network_address + HEAD_HOST_NUMBER + i),
-            role="head" if i == 0 else "worker",
+            role="head" if i == 0 else "worker", suite=per_machine[i],
         ))
     try:
         with step(f"pool {name}: network {pool.network} ({net}) and {machines} machines"):
@@ -267,7 +289,7 @@ def create(name: str, machines: int = 3, subnet: str | None = None) -> Pool:
                     "--label", TOOL_LABEL, "--label", f"{POOL_LABEL}={name}", pool.network)
             public_key = _make_key(pool)
             with ThreadPoolExecutor(max_workers=8) as ex:
-                list(ex.map(lambda m: _start_machine(pool, m, image, public_key),
+                list(ex.map(lambda m: _start_machine(pool, m, images[m.suite], public_key),
                             pool.machines))
                 known_hosts = list(ex.map(lambda m: _wait_ready(pool, m), pool.machines))
             _write_files(pool, known_hosts)
@@ -317,7 +339,7 @@ def names() -> list[str]:
 
 def describe(pool: Pool) -> str:
     lines = [f"pool {pool.name}: {len(pool.machines)} machines on {pool.network} ({pool.subnet})"]
-    lines += [f"  {m.role:6} {m.ip:15} {m.name}" for m in pool.machines]
+    lines += [f"  {m.role:6} {m.ip:15} {m.suite:9} {m.name}" for m in pool.machines]
     lines += [
         f"inventory:  {pool.inventory}",
         f"ssh:        ssh -F {pool.ssh_config} {pool.head.ip}",

@@ -88,3 +88,22 @@ def test_the_default_subnet_skips_taken_ones(monkeypatch) -> None:
     second = pools.default_subnet("some-pool")
     assert second != first
     assert second.startswith("10.213.") and second.endswith(".0/24")
+
+
+def test_each_suite_has_its_own_images_and_the_default_keeps_its_tags() -> None:
+    from tests.pool import images
+
+    assert images.base_tag() == images.base_tag("bookworm")
+    assert images.node_tag("trixie") != images.node_tag("bookworm")
+    with pytest.raises(ValueError, match="the pool has bookworm, trixie"):
+        images.base_tag("sid")
+
+
+def test_machine_suites_are_one_for_all_or_one_each() -> None:
+    assert pools._suites_for("p", 3, None) == ["bookworm"] * 3
+    assert pools._suites_for("p", 2, ["trixie"]) == ["trixie", "trixie"]
+    assert pools._suites_for("p", 2, ["bookworm", "trixie"]) == ["bookworm", "trixie"]
+    with pytest.raises(pools.PoolError, match="2 suites for 3 machines"):
+        pools._suites_for("p", 3, ["bookworm", "trixie"])
+    with pytest.raises(pools.PoolError, match="unknown Debian suite sid"):
+        pools._suites_for("p", 1, ["sid"])

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import getpass
 import hashlib
+import platform
+import socket
 import sys
 
 from ansible_collections.onprem.ray.plugins.modules import node_facts
@@ -79,6 +81,8 @@ def test_the_module_reports_everything_and_changes_nothing(run_module, tmp_path)
     assert result["ray_version"] is None and result["venv_python"] is False
     assert result["ports_in_use"] == [] and result["python_venv"] is True
     assert result["files"][str(known)]["exists"] and result["trees"][str(state)]
+    assert result["arch"] == platform.machine()
+    assert result["glibc"] == (platform.libc_ver()[1] if platform.libc_ver()[0] == "glibc" else "")
 
 
 def test_read_small_reports_small_text_files_whole_and_nothing_else(tmp_path) -> None:
@@ -100,3 +104,38 @@ def test_the_module_returns_the_files_it_is_asked_to_read(run_module, tmp_path) 
     assert rc == 0 and result["changed"] is False
     assert result["contents"] == {str(key): "ssh-ed25519 AAAA head\n",
                                   str(tmp_path / "absent"): None}
+
+
+def test_reachable_tries_one_connection_and_says_whether_it_was_accepted() -> None:
+    tried = []
+
+    class Socket:
+        def close(self) -> None:
+            tried.append("closed")
+
+    def accept(address, timeout):
+        tried.append((address, timeout))
+        return Socket()
+
+    def refuse(address, timeout):
+        raise ConnectionRefusedError(111, "Connection refused")
+
+    assert node_facts.reachable("10.0.0.10:6379", connect=accept) is True
+    assert tried == [(("10.0.0.10", 6379), 1.0), "closed"]
+    assert node_facts.reachable("[fd00::1]:6379", connect=accept) is True
+    assert tried[-2] == (("fd00::1", 6379), 1.0)
+    assert node_facts.reachable("10.0.0.10:6379", connect=refuse) is False
+    assert node_facts.reachable("no-port", connect=accept) is False
+
+
+def test_the_module_reports_a_listening_and_a_closed_port(run_module, tmp_path) -> None:
+    with socket.socket() as listening, socket.socket() as closed:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        closed.bind(("127.0.0.1", 0))  # bound, not listening: refused
+        open_at = f"127.0.0.1:{listening.getsockname()[1]}"
+        closed_at = f"127.0.0.1:{closed.getsockname()[1]}"
+        rc, result = run_module(node_facts, {
+            "python": "", "venv": str(tmp_path / "venv"), "connect": [open_at, closed_at]},
+            check=True)
+    assert rc == 0 and result["reachable"] == {open_at: True, closed_at: False}
