@@ -482,7 +482,7 @@ class Agent:
             log.info("run %s: %s was since touched by run %s; its result does not apply",
                      result.request_id, ip, machine.request_id or "none")
             return
-        for step in outcomes.steps(kind, ip, result):
+        for step in outcomes.steps(kind, ip, result, self.config.provision_timeout_s):
             if (machine.state, step.event) not in transitions.TRANSITIONS:
                 log.info("run %s: %s is %s now; %s no longer applies", result.request_id, ip,
                          machine.state.value, step.event.value)

@@ -8,7 +8,10 @@ again; a failure while stopping it, or an unreachable host, has failed. A host t
 result for (timed out, interrupted by a killed agent) has failed an add (a spare is
 tried instead; if Ray lists it ALIVE after all it is adopted), and is active again after a
 retire, until Ray says otherwise; but a host of an add the agent canceled is canceled (no
-failure, no backoff), and retired before it is spare again.
+failure, no backoff), and retired before it is spare again. An add stopped by its time limit
+says so, naming provision_timeout_s. A host whose SSH host key changed (another machine behind
+a known address) is told apart: ssh refused it before sending anything, and only the operator
+can say whether the new key is right.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from onprem_ray_agent.adapters.runner import FAILED, OK, UNREACHABLE, RunResult
 from onprem_ray_agent.model import ActionKind, Event
 
 CANCELED = "canceled"  # ansible-runner's status of a run the agent canceled
+TIMEOUT = "timeout"  # ansible-runner's status of a run stopped at its time limit
 INTERRUPTED = "interrupted"  # the agent was killed during the run; no final status in its artifacts
 
 
@@ -36,16 +40,39 @@ def failed_after_drain(task: str) -> bool:
     return "stop" in name and "drain" not in name
 
 
-def steps(kind: str, ip: str, result: RunResult) -> tuple[Step, ...]:
-    """The events to apply, in order, to machine `ip` of a run of `kind` (add or retire)."""
+# What OpenSSH prints when the key a host offers is not the one known_hosts holds for it.
+_HOST_KEY_CHANGED = ("REMOTE HOST IDENTIFICATION HAS CHANGED", "Host key verification failed")
+
+
+def host_key_changed(error: str) -> bool:
+    """ssh refused the host: its host key is not the one known for its address."""
+    return any(marker in error for marker in _HOST_KEY_CHANGED)
+
+
+def host_key_reason(ip: str, run: str) -> str:
+    return (f"SSH host key changed for {ip} ({run}): nothing was sent to it; if the machine "
+            f"was replaced on purpose, remove its old key from the head's known_hosts "
+            f"(ssh-keygen -R {ip}; on the controller too, or from auth.ssh_known_hosts_file) "
+            f"and run up; otherwise find out what answers at {ip}")
+
+
+def steps(kind: str, ip: str, result: RunResult,
+          provision_timeout_s: float | None = None) -> tuple[Step, ...]:
+    """The events to apply, in order, to machine `ip` of a run of `kind` (add or retire);
+    `provision_timeout_s`: the add's time limit, named when a run reached it."""
     outcome = result.hosts.get(ip)
     error = result.errors.get(ip, "")
     run = f"run {result.request_id}"
+    unreachable = f"unreachable over SSH ({run})"
+    if host_key_changed(error):
+        # the reason first, so that a quarantine's reason (its last error) says what to do
+        unreachable = host_key_reason(ip, run)
+        error = f"{unreachable}\nssh said: {error}"
     if kind == ActionKind.ADD:
         if outcome == FAILED:
             return (Step(Event.ADD_FAILED, f"add_workers failed ({run})", error),)
         if outcome == UNREACHABLE:
-            return (Step(Event.UNREACHABLE, f"unreachable over SSH ({run})", error),)
+            return (Step(Event.UNREACHABLE, unreachable, error),)
         if outcome == OK:
             return ()  # joining until Ray lists it ALIVE, or the provision timeout
         if result.status == CANCELED:
@@ -53,7 +80,14 @@ def steps(kind: str, ip: str, result: RunResult) -> tuple[Step, ...]:
             # of the machine. retire_workers stops whatever the run started there.
             return (Step(Event.JOIN_CANCELED, f"add_workers {run} canceled before it was "
                          "done: Ray is stopped there, then it is spare"),)
-        # No result (timed out, or interrupted by a killed agent): Ray may never have been
+        if result.status == TIMEOUT:
+            limit = ("provision_timeout_s" if provision_timeout_s is None
+                     else f"provision_timeout_s {provision_timeout_s:g} s")
+            reason = (f"add_workers {run} ran longer than {limit} and was stopped before a "
+                      "result for this host; if its setup needs longer, raise "
+                      "provision_timeout_s (roles/head: head_agent_provision_timeout)")
+            return (Step(Event.PROVISION_TIMEOUT, reason, reason),)
+        # No result (interrupted by a killed agent): Ray may never have been
         # started there. Failed now, tried again after its backoff, rather than held for the
         # whole provision timeout; one that did join is adopted when Ray lists it ALIVE.
         return (Step(Event.ADD_FAILED, f"add_workers {run} ended {result.status} before a "
@@ -64,8 +98,9 @@ def steps(kind: str, ip: str, result: RunResult) -> tuple[Step, ...]:
     if outcome == OK:
         return (drained, Step(Event.RETIRED, f"retired: Ray stopped ({run})"))
     if outcome == UNREACHABLE:
-        return (drained, Step(Event.UNREACHABLE, f"unreachable over SSH while retiring ({run})",
-                              error))
+        if not host_key_changed(error):
+            unreachable = f"unreachable over SSH while retiring ({run})"
+        return (drained, Step(Event.UNREACHABLE, unreachable, error))
     if outcome == FAILED:
         if failed_after_drain(result.failed_tasks.get(ip, "")):
             return (drained, Step(Event.RETIRE_FAILED, f"drained, but Ray could not be "

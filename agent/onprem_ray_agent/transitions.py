@@ -23,6 +23,9 @@ TRANSITIONS: dict[tuple[MachineState | None, Event], MachineState | None] = {
     (S.JOINING, E.JOINED): S.ACTIVE,
     (S.SPARE, E.JOINED): S.ACTIVE,
     (S.FAILED, E.JOINED): S.ACTIVE,
+    # an add that failed (e.g. the network cut mid-add) may have started Ray after all: a
+    # machine serving work is active, whatever its failures said
+    (S.QUARANTINED, E.JOINED): S.ACTIVE,
     (S.JOINING, E.ADD_FAILED): S.FAILED,
     (S.JOINING, E.UNREACHABLE): S.FAILED,
     (S.JOINING, E.PROVISION_TIMEOUT): S.FAILED,

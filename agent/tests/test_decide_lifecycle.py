@@ -63,6 +63,8 @@ MARKS = [
                  id="drain-within-its-deadline-waits"),
     pytest.param(machine("cpu", 1, "quarantined", failures=3), [], None,
                  id="quarantined-stays-quarantined"),
+    pytest.param(machine("cpu", 1, "quarantined", failures=3), [worker("cpu", 1)], "joined",
+                 id="quarantined-found-running-ray-is-adopted"),
 ]
 
 

@@ -28,7 +28,8 @@ def _observe_one(ctx: Context, machine: Machine) -> None:
     state = machine.state
     if alive and state == S.JOINING:
         ctx.mark(machine, Event.JOINED, joined_reason(machine))
-    elif alive and state in (S.SPARE, S.FAILED):
+    elif alive and state in (S.SPARE, S.FAILED, S.QUARANTINED):
+        # e.g. an add that failed (the network cut mid-add) whose Ray came up after all
         ctx.mark(machine, Event.JOINED,
                  f"found ALIVE in Ray while recorded {state.value}: adopted")
     elif state == S.JOINING and now - machine.since > config.provision_timeout_s \
@@ -74,6 +75,3 @@ def _observe_one(ctx: Context, machine: Machine) -> None:
     elif state == S.CANCELED:
         ctx.notes.append(f"{machine.ip}: its add was canceled; retired once the head is "
                          "ALIVE in Ray")
-    elif state == S.QUARANTINED and alive:
-        ctx.notes.append(f"{machine.ip} is quarantined but ALIVE in Ray: left alone "
-                         f"({machine.reason})")
