@@ -491,6 +491,7 @@ class Agent:
                                   error=step.error)
             if step.event in transitions.FAILURE_EVENTS:
                 self._add_demand_seen.pop(ip, None)
+                log.warning("%s %s: %s", ip, step.event.value, step.reason)
             if machine is None:
                 return
 

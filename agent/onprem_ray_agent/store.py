@@ -389,7 +389,7 @@ def _nearly_full(directory: Path) -> bool:
 
 def _check_integrity(db: sqlite3.Connection, path: Path) -> None:
     """Refuse a store whose pages or records cannot be trusted, before anything acts on it."""
-    problems = [row[0] for row in db.execute("PRAGMA quick_check(5)")]
+    problems = [row[0] for row in db.execute("PRAGMA integrity_check(5)")]
     if problems != ["ok"]:
         raise StoreDamaged(f"state store {path} is damaged: {'; '.join(map(str, problems))}; "
                            f"{REBUILD_HINT}")

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import shutil
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from decide_fixtures import NOW, config, ip, node_type
 from loop_fakes import FakeRay, FakeRunner
-from test_outcomes import DATA
 
 from onprem_ray_agent.adapters.runner import ADD_WORKERS, read_result
 from onprem_ray_agent.loop import Agent
@@ -18,6 +18,7 @@ from onprem_ray_agent.model import ActionKind, Event, Machine, MachineState
 from onprem_ray_agent.store import StateStore
 
 S = MachineState
+DATA = Path(__file__).parent / "data"  # a real run's artifacts (test_outcomes.py)
 CPU = [ip("cpu", i) for i in (1, 2, 3)]
 
 
@@ -75,9 +76,10 @@ def test_a_quarantined_machine_found_alive_is_adopted_and_serves_the_demand(worl
     assert len(world.runner.started) == started  # no other machine for the same demand
 
 
-def test_an_add_stopped_at_its_time_limit_says_which_setting_to_raise(world):
+def test_an_add_stopped_at_its_time_limit_says_which_setting_to_raise(world, caplog):
     request_id = fail_the_add(world, NOW, "timeout", hosts={})
-    report = world.agent.iterate(NOW + 601)
+    with caplog.at_level("WARNING", logger="onprem_ray_agent"):
+        report = world.agent.iterate(NOW + 601)
     assert world.runner.started[0].timeout_s == 600
     machine = world.store.machine(CPU[0])
     assert machine.state == S.FAILED and machine.failures == 1
@@ -87,6 +89,7 @@ def test_an_add_stopped_at_its_time_limit_says_which_setting_to_raise(world):
     assert machine.last_error.startswith(expected)
     assert "raise provision_timeout_s" in machine.reason
     assert world.store.run(request_id).outcome == "timeout"
+    assert f"{CPU[0]} provision_timeout: {machine.reason}" in caplog.messages
     assert all(a.ips != (CPU[0],) for a in report.acted if a.kind == ActionKind.ADD)
 
 
