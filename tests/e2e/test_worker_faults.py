@@ -278,8 +278,8 @@ def test_a_hanging_setup_command_times_out_while_other_demand_is_served(
     """Fault: `worker_setup_commands: ["sleep 600"]` on node type slow (its one machine).
     Expected: the add of that machine hangs in its setup command until provision_timeout_s,
     then the machine is failed with a reason naming it; meanwhile an add for other demand (of
-    type fast) completes and its actor runs. With the setup command fixed, the machine is
-    added again after its backoff and serves its demand; nothing is lost."""
+    type fast) completes and its actor runs. With the setup command fixed (during the hang),
+    the machine is added again after its backoff and serves its demand; nothing is lost."""
     faulty.set_setup_commands("slow", ["sleep 600"])
     faulty.create("hung", selector={"tier": "slow"})
     faulty.wait(f"{faulty.slow} joining", lambda: faulty.states()[faulty.slow] == "joining",
@@ -296,12 +296,14 @@ def test_a_hanging_setup_command_times_out_while_other_demand_is_served(
     hung = next((r["request_id"] for r in runs if faulty.slow in r["ips"]), None)
     assert hung, runs
     assert faulty.states()[faulty.slow] == "joining"
+    # Fixed on the head now, so that the retry after the backoff sets the machine up: the run
+    # under way read its inventory when it started, and its setup command hangs on.
+    faulty.set_setup_commands("slow", None)
     faulty.wait(f"{faulty.slow} failed", lambda: faulty.record(faulty.slow)["state"] == "failed",
                 timeout=PROVISION_TIMEOUT_S + 60)
     record = faulty.record(faulty.slow)
     assert "provision_timeout_s" in record["reason"], record
     assert faulty.outcome(hung) == "timeout"
-    faulty.set_setup_commands("slow", None)
     assert faulty.placed("hung", timeout=240) == [faulty.slow]
     faulty.assert_nothing_lost("hung", "served")
     faulty.kill_actors("hung", "served")
