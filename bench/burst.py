@@ -14,8 +14,11 @@ workers are ALIVE, the load stays as it is for --steady-s seconds.
 From the agent's own record of its runs (its state store on the head), the checks:
 - never more than max_workers workers added and not yet retired, nor ALIVE in Ray (sampled);
 - each add launched at most what upscaling_speed allows at its start: Ray's
-  max(1, ceil(upscaling_speed x running)), running being the workers whose add had succeeded
-  by then (an upper bound of what the agent counts, so the check is never too strict);
+  max(1, ceil(upscaling_speed x running)) less the machines joining (not ALIVE yet). Running
+  counts the head when it is of the workers' node type (the pool's cluster file has one type)
+  and every added worker not known to be still joining; a worker counts as joining at a time
+  only when a sample of Ray's ALIVE nodes taken at or after that time did not list it (nodes
+  only come up during a burst), so the check is never stricter than what the agent saw;
 - during the steady load: no add and no retire at all, and no flap (a machine retired and
   added again within 10 minutes) over the whole run.
 
@@ -86,8 +89,11 @@ class Verdict:
     problems: list[str] = field(default_factory=list)
 
 
-def judge(runs: Sequence[Run], *, since: float, steady_from: float, max_workers: int,
-          upscaling_speed: float) -> Verdict:
+Sample = tuple[float, frozenset[str]]  # when a query of Ray began, the workers it found ALIVE
+
+
+def judge(runs: Sequence[Run], samples: Sequence[Sample], *, since: float, steady_from: float,
+          max_workers: int, upscaling_speed: float, head_of_worker_type: bool) -> Verdict:
     """The checks of the module docstring, on the runs started at or after `since`."""
     runs = sorted((r for r in runs if r.started >= since), key=lambda r: r.started)
     verdict = Verdict()
@@ -101,12 +107,17 @@ def judge(runs: Sequence[Run], *, since: float, steady_from: float, max_workers:
                     verdict.flaps += 1
                     verdict.problems.append(f"{ip} retired and added again "
                                             f"{run.started - retired_at[ip]:.0f} s later")
-            running = _running(runs, run.started)
-            allowed = max(1, math.ceil(upscaling_speed * max(running, 1)))
+            added = _added(runs, run.started, before=True)
+            joining = {ip for ip in added
+                       if any(at >= run.started and ip not in alive for at, alive in samples)}
+            running = len(added - joining) + int(head_of_worker_type)
+            allowed = max(0, max(1, math.ceil(upscaling_speed * max(running, 1)))
+                          - len(joining))
             verdict.launches.append((len(run.ips), allowed))
             if len(run.ips) > allowed:
-                verdict.problems.append(f"an add launched {len(run.ips)} machines with "
-                                        f"{running} running: upscaling_speed allows {allowed}")
+                verdict.problems.append(
+                    f"an add launched {len(run.ips)} machine(s) with {running} running and "
+                    f"{len(joining)} joining: upscaling_speed allows {allowed}")
         elif run.kind == "retire":
             verdict.retires += 1
             verdict.machines_retired += len(run.ips)
@@ -115,34 +126,26 @@ def judge(runs: Sequence[Run], *, since: float, steady_from: float, max_workers:
         if run.started >= steady_from and run.kind in ("add", "retire"):
             verdict.actions_during_steady += 1
             verdict.problems.append(f"{run.kind} of {', '.join(run.ips)} during the steady load")
-        verdict.peak_added = max(verdict.peak_added, _added(runs, run.started))
+        verdict.peak_added = max(verdict.peak_added, len(_added(runs, run.started)))
     if verdict.peak_added > max_workers:
         verdict.problems.append(f"{verdict.peak_added} workers added at once: "
                                 f"max_workers is {max_workers}")
     return verdict
 
 
-def _running(runs: Sequence[Run], at: float) -> int:
-    """Workers whose add had succeeded by `at` and that no retire had started on."""
-    up = {ip for r in runs if r.kind == "add" and r.outcome == "successful"
-          and r.finished is not None and r.finished <= at for ip in r.ips}
-    gone = {ip for r in runs if r.kind == "retire" and r.started <= at for ip in r.ips}
-    return len(up - gone)
-
-
-def _added(runs: Sequence[Run], at: float) -> int:
-    """Workers added by `at` (their add started and has not failed) and not retired by then;
-    `runs` in the order they started."""
+def _added(runs: Sequence[Run], at: float, before: bool = False) -> set[str]:
+    """Workers added by `at` (their add started, before `at` only if `before`, and has not
+    failed) and not retired by then; `runs` in the order they started."""
     added: set[str] = set()
     for run in runs:
-        if run.started > at:
+        if run.started > at or (before and run.started == at):
             break
         ended = run.finished is not None and run.finished <= at
         if run.kind == "add" and not (ended and run.outcome != "successful"):
             added.update(run.ips)
         elif run.kind == "retire" and ended:
             added.difference_update(run.ips)
-    return len(added)
+    return added
 
 
 @dataclass
@@ -174,18 +177,25 @@ def burst(made: chaos.Chaos, actors: int, max_workers: int, upscaling_speed: flo
           steady_s: float, serve_within_s: float = 600.0,
           log: Callable[[str], None] = print) -> Outcome:
     """The burst on a prepared pool (`chaos.prepare` with these max_workers and
-    upscaling_speed), the steady load, then the actors killed."""
+    upscaling_speed; the pool's cluster file, one node type for the head and the workers),
+    the steady load, then the actors killed."""
     since = time.time()  # the pool's machines share this host's clock
     made_actors = made.ray(chaos.CREATE, "burst", "1", str(actors))
     if made_actors.returncode != 0:
         raise RuntimeError(f"the burst's actors: {made_actors.stderr[-1500:]}")
     log(f"{actors} actors made; waiting for {max_workers} workers ALIVE")
-    peak, samples, served_s = 0, 0, None
+    samples: list[Sample] = []
+
+    def sample() -> int:
+        at, nodes = time.time(), made.nodes()
+        if nodes:  # Ray answered: its list has the head at least
+            samples.append((at, frozenset(faults.alive_workers(nodes, made.head_ip))))
+        return len(samples[-1][1]) if samples else 0
+
+    served_s = None
     deadline = time.monotonic() + serve_within_s
     while time.monotonic() < deadline:
-        alive = len(faults.alive_workers(made.nodes(), made.head_ip))
-        peak, samples = max(peak, alive), samples + 1
-        if alive >= max_workers:
+        if sample() >= max_workers:
             served_s = time.time() - since
             break
         time.sleep(1)
@@ -193,17 +203,18 @@ def burst(made: chaos.Chaos, actors: int, max_workers: int, upscaling_speed: flo
     log(f"steady load for {steady_s:.0f} s"
         if served_s is not None else "max_workers never reached: steady load skipped")
     while served_s is not None and time.time() - steady_from < steady_s:
-        alive = len(faults.alive_workers(made.nodes(), made.head_ip))
-        peak, samples = max(peak, alive), samples + 1
+        sample()
         time.sleep(2)
     status, error = made.status()
     checks = faults.check_pool(status, made.nodes(), made.inventory, made.head_ip, error)
-    verdict = judge(runs(made), since=since, steady_from=steady_from,
-                    max_workers=max_workers, upscaling_speed=upscaling_speed)
+    verdict = judge(runs(made), samples, since=since, steady_from=steady_from,
+                    max_workers=max_workers, upscaling_speed=upscaling_speed,
+                    head_of_worker_type=True)
     made.ray(chaos.KILL_ACTORS, "burst", str(actors))
+    peak = max((len(alive) for _, alive in samples), default=0)
     return Outcome(actors=actors, max_workers=max_workers, upscaling_speed=upscaling_speed,
-                   verdict=verdict, served_s=served_s,
-                   steady_s=steady_s, peak_alive=peak, samples=samples, checks=checks)
+                   verdict=verdict, served_s=served_s, steady_s=steady_s, peak_alive=peak,
+                   samples=len(samples), checks=checks)
 
 
 def table(outcome: Outcome) -> str:

@@ -25,8 +25,7 @@ class MachineState(StrEnum):
     DRAINING = "draining"  # Ray was asked to drain it
     RETIRING = "retiring"  # drained; retire_workers is stopping Ray
     FAILED = "failed"  # the last add, or the node, failed; waits for its backoff
-    # failed too often; left alone until an operator releases it, or Ray lists it ALIVE
-    QUARANTINED = "quarantined"
+    QUARANTINED = "quarantined"  # failed too often; left alone until an operator releases it
     CANCELED = "canceled"  # its add run was canceled; retire_workers stops what it started
 
 
@@ -322,15 +321,6 @@ CLAIM_PREFIX = "up-"
 def is_claim(request_id: str) -> bool:
     """Whether a machine's request id is `up`'s claim rather than a playbook run."""
     return request_id.startswith(CLAIM_PREFIX)
-
-
-def claim_time(claim_id: str) -> float | None:
-    """When `up` wrote the claim `claim_id` (up_claim names it up-<Unix time>-<random>), to
-    the second; None when the id does not say."""
-    parts = claim_id.split("-")
-    if len(parts) != 3 or not is_claim(claim_id) or not parts[1].isdigit():
-        return None
-    return float(parts[1])
 
 
 @dataclass(frozen=True)

@@ -65,25 +65,6 @@ def test_the_first_start_with_demand_adds_only_what_up_did_not_start(world) -> N
     assert len(runner.started) == 1  # nothing added for them, nothing retired as idle
 
 
-def test_a_worker_up_started_is_not_retired_until_the_claim_expires(world) -> None:
-    """Idle past idle_timeout_minutes (1) while `up` may still run: held, though the claim
-    file was removed once recorded; retired as idle once the claim expired."""
-    agent, store, ray, runner, claims, state_dir = world
-    write_claim(state_dir, CPU[0], at=NOW)
-    with claims.locked():
-        agent.iterate(NOW)
-    assert not (state_dir / agent_claims.CLAIM_FILE).exists()
-    ray.alive("cpu", 1, idle_s=9999)
-    agent.iterate(NOW + 10)
-    assert store.machine(CPU[0]).state == S.ACTIVE
-    report = agent.iterate(NOW + 300)  # idle 290 s, the claim 300 s old
-    assert runner.started == [] and store.machine(CPU[0]).state == S.ACTIVE
-    assert any("kept, as up (claim " + CLAIM_ID in note for note in report.decision.notes)
-    agent.iterate(NOW + 601)  # provision_timeout_s 600 after the claim
-    (retire,) = runner.started
-    assert retire.ips == (CPU[0],) and retire.extravars["worker_drain_reason"] == "idle"
-
-
 def test_a_claim_file_that_cannot_be_read_is_ignored_and_said_once(world, caplog) -> None:
     agent, _, ray, runner, _, state_dir = world
     (state_dir / agent_claims.CLAIM_FILE).write_text("{not json")

@@ -9,7 +9,6 @@ import pytest
 from decide_fixtures import (
     NOW,
     bundles,
-    busy,
     config,
     ip,
     machine,
@@ -199,86 +198,6 @@ def test_a_claimed_join_is_never_canceled() -> None:
     canceled = decide(cfg(), added, snapshot(), NOW, running_adds={"add-cpu-1"},
                       unneeded_since={"add-cpu-1": NOW - 1000})
     assert len(canceled.of_kind(ActionKind.CANCEL)) == 1
-
-
-# ---------------------------------------------------------------- not retired while up holds it
-
-SHORT = 5.0  # an idle timeout much shorter than `up` takes
-UP_ID = f"up-{int(NOW) - 100}-0123abcd"  # written 100 s ago: its id says when
-
-
-def short_idle(**kwargs):
-    kwargs.setdefault("provision_timeout_s", PROVISION_S)
-    return config(node_type("cpu", 3, idle_timeout_s=SHORT, max_workers=kwargs.pop("max", 3)),
-                  **kwargs)
-
-
-def started_by_up(i: int, request_id: str = UP_ID):
-    """Joined under `up`'s claim 60 s ago; the claim file has been consumed since."""
-    return machine("cpu", i, "active", request_id=request_id, since=NOW - 60)
-
-
-def test_a_worker_up_started_is_not_retired_as_idle_while_its_claim_holds() -> None:
-    decision = decide_with(short_idle(), [started_by_up(1)],
-                           snapshot(worker("cpu", 1, idle_s=9999)))
-    assert retired(decision) == {}
-    assert any(note.startswith("10.0.1.1 idle 60 s: kept, as up (claim " + UP_ID)
-               for note in decision.notes), decision.notes
-
-
-def test_the_same_worker_added_by_the_agent_is_retired() -> None:
-    """The other side: the claim, not the idle time, keeps it."""
-    decision = decide_with(short_idle(), [started_by_up(1, "add-cpu-1")],
-                           snapshot(worker("cpu", 1, idle_s=9999)))
-    assert retired(decision) == {ip("cpu", 1): "idle_expired"}
-
-
-def test_a_worker_up_started_is_held_while_the_claim_file_is_still_there_too() -> None:
-    claimed = Claim(claim_id=UP_ID, at=NOW - 100, ips=frozenset({ip("cpu", 1)}))
-    decision = decide_with(short_idle(), [started_by_up(1)],
-                           snapshot(worker("cpu", 1, idle_s=9999)), claimed)
-    assert retired(decision) == {}
-
-
-def test_once_the_claim_expires_the_worker_retires_as_idle() -> None:
-    # written longer than provision_timeout_s ago: up has ended or stopped
-    expired = f"up-{int(NOW - PROVISION_S) - 1}-0123abcd"
-    decision = decide_with(short_idle(), [started_by_up(1, expired)],
-                           snapshot(worker("cpu", 1, idle_s=9999)))
-    assert retired(decision) == {ip("cpu", 1): "idle_expired"}
-
-
-def test_a_release_read_once_does_not_let_an_alive_worker_flap_between_held_and_not() -> None:
-    """`up`'s wait gave up on it (released), yet Ray lists it ALIVE: held as in the
-    iterations after, when the release file is gone."""
-    release = Claim(claim_id=UP_ID, at=NOW - 5, ips=frozenset(),
-                    released=frozenset({ip("cpu", 1)}))
-    snap = snapshot(worker("cpu", 1, idle_s=9999))
-    for claimed in (release, None):
-        assert retired(decide_with(short_idle(), [started_by_up(1)], snap, claimed)) == {}
-
-
-def test_a_claim_id_without_its_time_holds_for_provision_timeout_s_after_the_join() -> None:
-    machines = [machine("cpu", 1, "active", request_id="up-x", since=NOW - PROVISION_S + 1),
-                machine("cpu", 2, "active", request_id="up-x", since=NOW - PROVISION_S - 1)]
-    decision = decide_with(short_idle(), machines,
-                           snapshot(*(worker("cpu", i, idle_s=9999) for i in (1, 2))))
-    assert retired(decision) == {ip("cpu", 2): "idle_expired"}
-
-
-@pytest.mark.parametrize("limit", ["type", "cluster"])
-def test_above_max_workers_a_held_worker_takes_its_share_and_no_busy_node_is_drained(
-        limit) -> None:
-    cfg = short_idle(max=1) if limit == "type" else short_idle(max_workers=1)
-    machines = [started_by_up(1), machine("cpu", 2, "active", request_id="add-cpu-2",
-                                          since=NOW - 3600)]
-    snap = snapshot(worker("cpu", 1, idle_s=9999), busy("cpu", 2))
-    decision = decide_with(cfg, machines, snap)
-    assert retired(decision) == {}
-    assert any("held by up (claim " + UP_ID in note for note in decision.notes), decision.notes
-    # the claim expired: the idle worker goes first
-    later = decide_with(cfg, machines, snap, now=NOW + PROVISION_S)
-    assert ip("cpu", 1) in retired(later) and ip("cpu", 2) not in retired(later)
 
 
 # ---------------------------------------------------------------- released by a failed up

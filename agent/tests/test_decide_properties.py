@@ -2,16 +2,17 @@
 nodes and the demand, it stays inside the pool, never touches the head, never adds a machine it
 must not, never exceeds max_workers, and its actions replay legally through the lifecycle.
 
-Half the situations are coherent (records and Ray's nodes tell one story: active machines are
-ALIVE in Ray with their type's resources, some idle past the timeout), half are anything at
-all; `test_the_generator_reaches_every_side` counts how often each property's interesting side
-comes up and prints the ratios."""
+Half the free situations are coherent (records and Ray's nodes tell one story: active machines
+are ALIVE in Ray with their type's resources, some idle past the timeout), half are anything at
+all; one situation in five is made for idle retirement and one for adds up to a cap.
+`test_the_generator_reaches_every_side` counts how often each property's interesting side comes
+up and prints the ratios."""
 
 from __future__ import annotations
 
 from collections import Counter, defaultdict
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from onprem_ray_agent import transitions
@@ -52,8 +53,14 @@ def limits():
 
 @st.composite
 def situations(draw) -> tuple[Config, list[Machine], DemandSnapshot]:
+    # One situation in five is made for idle retirement (some pool, no minimum, no demand,
+    # records that agree with Ray), which the free draws reach in only about 1% of examples;
+    # another for adds up to a cap (some pool, each type's max_workers 1 or 2, demand).
+    case = draw(st.integers(0, 4))
+    idle_case, cap_case = case == 0, case == 1
     type_count = draw(st.integers(1, 3))
-    pool = draw(st.lists(st.sampled_from(POOL_IPS), unique=True, max_size=10))
+    pool = draw(st.lists(st.sampled_from(POOL_IPS), unique=True,
+                         min_size=int(idle_case or cap_case), max_size=10))
     owners = draw(st.lists(st.integers(0, type_count - 1), min_size=len(pool),
                            max_size=len(pool)))
     head_listed = draw(st.booleans())
@@ -65,11 +72,13 @@ def situations(draw) -> tuple[Config, list[Machine], DemandSnapshot]:
         node_types.append(NodeType(
             name=f"t{index}", ips=tuple(ips),
             resources=draw(st.sampled_from([TYPE_RESOURCES[index], {}])),
-            min_workers=draw(st.sampled_from([0, 0, 1, 3])), max_workers=draw(limits())))
+            min_workers=0 if idle_case else draw(st.sampled_from([0, 0, 1, 3])),
+            max_workers=draw(st.integers(1, 2) if cap_case else limits())))
     config = Config(
         head_ip=HEAD, node_types=tuple(node_types),
         head_node_type=draw(st.sampled_from([None, "t0"])),
-        min_workers=draw(st.sampled_from([0, 0, 1, 4])), max_workers=draw(limits()),
+        min_workers=0 if idle_case else draw(st.sampled_from([0, 0, 1, 4])),
+        max_workers=draw(limits()),
         upscaling_speed=draw(st.sampled_from([0.0, 0.5, 1.0, 3.0])),
         idle_timeout_minutes=draw(st.sampled_from([0.0, 1.0, 5.0, 5.0])),
         max_concurrent_launches=draw(st.integers(0, 6)),
@@ -79,16 +88,17 @@ def situations(draw) -> tuple[Config, list[Machine], DemandSnapshot]:
     nodes = []
     if draw(st.integers(0, 9)):  # mostly, the head is up
         nodes.append(RayNode(ip=HEAD, total={"CPU": 2}, available={"CPU": 0}))
-    if draw(st.booleans()):
+    if idle_case or cap_case or draw(st.booleans()):
         machines, alive = draw(_coherent(node_types))
         nodes += alive
     else:
         machines, strays = draw(_anything(node_types))
         nodes += strays
 
-    quiet = draw(st.booleans())  # no demand at all: idle machines may retire
+    # no demand at all: idle machines may retire
+    quiet = idle_case or (not cap_case and draw(st.booleans()))
     pending = [BundleDemand(draw(st.sampled_from(SHAPES)), draw(st.integers(0, 30)))
-               for _ in range(0 if quiet else draw(st.integers(0, 4)))]
+               for _ in range(0 if quiet else draw(st.integers(int(cap_case), 4)))]
     groups = [PlacementGroupDemand(
         id=f"pg{i}", strategy=draw(st.sampled_from(list(PlacementStrategy))),
         bundles=tuple(draw(st.lists(st.sampled_from(SHAPES), min_size=1, max_size=5))))
@@ -333,6 +343,9 @@ def test_the_generator_reaches_every_side() -> None:
     idle retirement in at least 2% of the examples: 4 of the ci profile's 200)."""
     seen: Counter = Counter()
 
+    # A measure of the generator, the same on every run (the properties above draw afresh):
+    # hypothesis' own search, unseeded, swings the rarest sides from 0 to 16 of 200.
+    @settings(derandomize=True, database=None)
     @given(situations())
     def count(situation) -> None:
         config, machines, snapshot = situation
@@ -371,6 +384,7 @@ def test_the_join_generator_reaches_both_sides() -> None:
     """Cancels come up, and so do runs kept because demand or min_workers needs them."""
     seen: Counter = Counter()
 
+    @settings(derandomize=True, database=None)  # as above: a measure, the same on every run
     @given(join_situations())
     def count(situation) -> None:
         config, machines, snapshot = situation

@@ -24,9 +24,15 @@ def retire(start: float, *ips: str) -> Run:
     return Run("retire", ips, start, start + 5, "successful")
 
 
-def judge(runs: list[Run], max_workers: int = 3, speed: float = 1.0) -> burst.Verdict:
-    return burst.judge(runs, since=0.0, steady_from=STEADY, max_workers=max_workers,
-                       upscaling_speed=speed)
+def judge(runs: list[Run], max_workers: int = 3, speed: float = 1.0, head: bool = False,
+          samples: list[burst.Sample] | None = None) -> burst.Verdict:
+    return burst.judge(runs, samples or [], since=0.0, steady_from=STEADY,
+                       max_workers=max_workers, upscaling_speed=speed,
+                       head_of_worker_type=head)
+
+
+def alive(at: float, *ips: str) -> burst.Sample:
+    return (at, frozenset(ips))
 
 
 def test_a_burst_served_one_then_one_then_two_is_within_every_limit() -> None:
@@ -40,7 +46,7 @@ def test_a_burst_served_one_then_one_then_two_is_within_every_limit() -> None:
 def test_launching_more_than_upscaling_speed_allows_is_reported() -> None:
     verdict = judge([add(1, A, B)])
     assert verdict.launches == [(2, 1)]
-    assert verdict.problems == ["an add launched 2 machines with 0 running: "
+    assert verdict.problems == ["an add launched 2 machine(s) with 0 running and 0 joining: "
                                 "upscaling_speed allows 1"]
 
 
@@ -49,10 +55,29 @@ def test_a_higher_upscaling_speed_allows_more() -> None:
     assert judge([add(1, A), add(12, B, C, D)], max_workers=4, speed=2).problems != []
 
 
-def test_an_add_still_running_does_not_count_as_running() -> None:
-    verdict = judge([add(1, A, end=30), add(12, B, C)])
-    assert verdict.launches[1] == (2, 1)
-    assert len(verdict.problems) == 1
+def test_a_worker_ray_does_not_list_yet_counts_as_joining_not_running() -> None:
+    samples = [alive(11, *()), alive(13, *()), alive(25, A)]
+    verdict = judge([add(1, A, end=30), add(12, B)], samples=samples)
+    assert verdict.launches[1] == (1, 0)
+    assert verdict.problems == ["an add launched 1 machine(s) with 0 running and 1 joining: "
+                                "upscaling_speed allows 0"]
+    # ALIVE by the second add (its run not ended yet): running, so one more is allowed
+    assert judge([add(1, A, end=30), add(12, B)],
+                 samples=[alive(11), alive(12.5, A)]).problems == []
+
+
+def test_without_a_sample_after_an_add_its_machines_are_not_taken_for_joining() -> None:
+    # The agent may have seen A ALIVE before any sample did: the check must not be stricter.
+    verdict = judge([add(1, A, end=30), add(12, B)], samples=[alive(11)])
+    assert verdict.launches[1] == (1, 1)
+    assert verdict.problems == []
+
+
+def test_the_head_counts_as_running_when_it_is_of_the_workers_type() -> None:
+    runs = [add(1, A), add(12, B, C)]
+    assert judge(runs, head=True).launches == [(1, 1), (2, 2)]
+    assert judge(runs, head=True).problems == []
+    assert judge(runs, head=False).launches == [(1, 1), (2, 1)]
 
 
 def test_more_workers_than_max_workers_at_once_is_reported() -> None:
@@ -84,6 +109,6 @@ def test_any_add_or_retire_during_the_steady_load_is_reported() -> None:
 
 def test_runs_before_the_burst_are_left_out() -> None:
     runs = [add(-50, A, B, C, D), retire(-30, A, B, C, D), add(1, A)]
-    verdict = burst.judge(runs, since=0.0, steady_from=STEADY, max_workers=1,
-                          upscaling_speed=1)
+    verdict = burst.judge(runs, [], since=0.0, steady_from=STEADY, max_workers=1,
+                          upscaling_speed=1, head_of_worker_type=False)
     assert (verdict.adds, verdict.problems) == (1, [])

@@ -23,9 +23,7 @@ from onprem_ray_agent.model import (
     MachineState,
     RayNode,
     RayNodeState,
-    claim_time,
     ip_sort_key,
-    is_claim,
 )
 
 S = MachineState
@@ -148,28 +146,6 @@ class Context:
     def claimed(self, ip: str) -> bool:
         """Whether `up` claims `ip` (it starts Ray there itself)."""
         return self.claim is not None and ip in self.claim.ips - self.claim.released
-
-    def held_by_up(self, machine: Machine) -> str:
-        """The id of `up`'s claim that still holds the active `machine`, or "". `up` may
-        still be waiting for it or running its last steps, so it is not retired until the
-        claim expires (provision_timeout_s after it was written). The claim file is read
-        once; later, the machine's request id is the claim's. (`up` releases only workers it
-        did not bring ALIVE; one Ray lists ALIVE all the same is held like the others: the
-        release is read once too, and a hold that came back after it would flap.)"""
-        if machine.state != S.ACTIVE:
-            return ""
-        claim = self.claim  # None once expired (build)
-        if claim is not None and self.claimed(machine.ip):
-            return claim.claim_id
-        claim_id = machine.request_id
-        if not is_claim(claim_id):
-            return ""
-        if claim is not None and claim.claim_id == claim_id:
-            return claim_id
-        at = claim_time(claim_id)
-        if at is None:
-            at = machine.since  # it joined after the claim: the claim is older still
-        return claim_id if self.now - at <= self.config.provision_timeout_s else ""
 
     def idle_s(self, machine: Machine) -> float:
         """How long an active machine has been idle: Ray's idle duration counts from Ray's

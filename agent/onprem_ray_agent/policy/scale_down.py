@@ -1,9 +1,7 @@
 """Policy 4, scale down: retire above max_workers, then machines idle past their type's
 timeout that host no demand, never below min_workers. A machine's idle time is Ray's idle
 duration, at most the time since the agent first saw it ALIVE (`Context.idle_s`): Ray counts
-from its start there, so a worker `up` started minutes before it registered is not idle yet.
-A worker `up` claimed is not retired while the claim holds it (`Context.held_by_up`): `up` may
-still be waiting for it; above max_workers it takes its share of the excess, as a join does."""
+from its start there, so a worker `up` started minutes before it registered is not idle yet."""
 
 from __future__ import annotations
 
@@ -28,31 +26,12 @@ class _ScaleDown:
         self.config = ctx.config
         self.sim_by_ip = sim_by_ip
         self.retired: set[str] = set()
-        self.spared: set[str] = set()  # joining (or held) machines counted as the first to go
+        self.spared: set[str] = set()  # joining machines counted as the first to go
         self.working = ctx.working()
-        # active machines `up`'s claim still holds: ip -> claim id
-        self.held = {ip: claim_id for ip, m in ctx.current.items() if ip not in ctx.leaving
-                     and (claim_id := ctx.held_by_up(m))}
 
     def _active(self) -> list[Machine]:
         return [m for ip, m in self.ctx.current.items()
-                if m.state == S.ACTIVE and ip not in self.ctx.leaving and ip not in self.retired
-                and ip not in self.held]
-
-    def _spare_held(self, node_type: str | None, over: int, limit: str) -> list[str]:
-        """Machines `up` holds are not retired before its claim ends; above a limit they
-        take their share of the excess (said in a note), rather than a busy node now."""
-        held = sorted((ip for ip, m in self.ctx.current.items() if ip in self.held
-                       and ip not in self.spared and node_type in (None, m.node_type)),
-                      key=ip_sort_key)[:max(0, over)]
-        if held:
-            self.spared.update(held)
-            claims = ", ".join(sorted({self.held[ip] for ip in held}))
-            self.ctx.notes.append(
-                f"{', '.join(held)} {'is' if len(held) == 1 else 'are'} above {limit} but "
-                f"held by up (claim {claims}): retired once the claim expires, and no busy "
-                "node is drained for it")
-        return held
+                if m.state == S.ACTIVE and ip not in self.ctx.leaving and ip not in self.retired]
 
     def _joining(self, node_type: str | None = None) -> list[Machine]:
         return sorted((m for ip, m in self.ctx.current.items()
@@ -100,9 +79,8 @@ class _ScaleDown:
             over = working - node_type.effective_max
             if over <= 0:
                 continue
-            limit = f"max_workers {node_type.effective_max} of type {name}"
-            spared = len(self._spare_joins(name, over, limit))
-            spared += len(self._spare_held(name, over - spared, limit))
+            spared = len(self._spare_joins(name, over, f"max_workers "
+                                           f"{node_type.effective_max} of type {name}"))
             active = sorted((m for m in self._active() if m.node_type == name),
                             key=self._termination_order)
             chosen = active[:over - spared]
@@ -116,15 +94,10 @@ class _ScaleDown:
         over = total - self.config.max_workers
         if over <= 0:
             return
-        limit = f"max_workers {self.config.max_workers}"
-        spared = self._spare_joins(None, over, limit)
+        spared = self._spare_joins(None, over, f"max_workers {self.config.max_workers}")
         for machine in spared:
             self.working[machine.node_type] -= 1
-        held = self._spare_held(None, over - len(spared), limit)
-        for ip in held:
-            self.working[self.ctx.current[ip].node_type] -= 1
-        chosen = sorted(self._active(), key=self._termination_order)[
-            :over - len(spared) - len(held)]
+        chosen = sorted(self._active(), key=self._termination_order)[:over - len(spared)]
         for name in dict.fromkeys(m.node_type for m in chosen):
             of_type = [m for m in chosen if m.node_type == name]
             self._retire(of_type, Event.DRAIN_REQUESTED,
@@ -139,18 +112,6 @@ class _ScaleDown:
         kept_for_demand: list[str] = []
         kept_for_min: dict[str, list[str]] = {}
         idle_s = {}
-        kept_for_up: dict[str, list[str]] = {}
-        for ip in sorted(self.held, key=ip_sort_key):
-            machine = self.ctx.current[ip]
-            if ip in self.ctx.alive and (self.ctx.idle_s(machine)
-                                         > self.config.idle_timeout_of(machine.node_type)):
-                kept_for_up.setdefault(self.held[ip], []).append(
-                    f"{ip} idle {seconds(self.ctx.idle_s(machine))}")
-        for claim_id, seen in kept_for_up.items():
-            note_list(self.ctx.notes, seen,
-                      f"kept, as up (claim {claim_id}) started it and holds it until the "
-                      f"claim expires (provision_timeout_s {self.config.provision_timeout_s:g} "
-                      "after the claim)")
         for machine in self._active():
             if machine.ip not in self.ctx.alive:
                 continue
