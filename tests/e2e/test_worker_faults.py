@@ -343,15 +343,14 @@ def test_a_worker_killed_mid_job_is_replaced_and_its_actor_restarts_elsewhere(
     faulty.kill_actors("job")
 
 
-def test_a_worker_cut_off_for_30_s_while_running_work_settles_with_nothing_lost(
+def test_a_worker_cut_off_for_30_s_while_running_work_rejoins_with_nothing_lost(
         faulty: Faulty) -> None:
     """Fault: a worker running an actor is cut off the network for 30 s, then reconnected.
-    Expected: the pool settles with nothing lost and the actor runs. 30 s is about as long as
-    Ray takes to declare a silent node dead (its GCS health check: 5 failures, 3 s apart, each
-    waiting for the network's answer), so either happens, and each is checked for what it
-    must be: the node rejoins (the same Ray node ALIVE again, never marked by the agent, the
-    actor where it was) or it is replaced (Ray recorded it DEAD, the agent marked it lost,
-    and the machine is adopted or spare again once its Ray restarts)."""
+    Expected: it rejoins: Ray's GCS declares a node dead after 5 failed health checks, each
+    waiting up to 10 s for an answer a cut-off node never sends, so after about a minute (a
+    killed node, whose sockets close, goes in 13 s to 30 s: the test above). The same Ray node
+    is ALIVE again, the agent never marked the machine, the actor ran on where it was, and
+    nothing is lost."""
     since = faulty.now()
     faulty.create("steady")
     target = faulty.placed("steady")[0]
@@ -365,14 +364,9 @@ def test_a_worker_cut_off_for_30_s_while_running_work_settles_with_nothing_lost(
         pools.connect(faulty.pool, faulty.machine(target))
     faulty.assert_nothing_lost("steady")
     after = {node["id"]: node for node in faulty.nodes_at(target)}
+    assert after[before["id"]]["state"] == "ALIVE", after
+    assert faulty.placed("steady") == [target]
+    assert faulty.record(target)["state"] == "active"
     marks = [line for line in faulty.journal(since).splitlines() if f"mark {target} " in line]
-    if after[before["id"]]["state"] == "ALIVE":
-        outcome = "rejoined: the same Ray node ALIVE again"
-        assert not marks, marks
-        assert faulty.placed("steady") == [target]
-        assert faulty.record(target)["state"] == "active"
-    else:
-        outcome = f"replaced: Ray recorded the node {after[before['id']]['reason']}"
-        assert any("(lost): Ray reports its node DEAD" in line for line in marks), marks
-    print(f"\n{target} cut off for {CUT_S} s: {outcome}; agent: {marks}")
+    assert not marks, marks
     faulty.kill_actors("steady")
