@@ -159,18 +159,20 @@ class Chaos:
 
 
 def prepare(pool: pools.Pool, wheelhouse: Path, idle_s: float, workdir: Path,
-            **cluster: Any) -> Chaos:
+            settings: dict[str, str] | None = None, **cluster: Any) -> Chaos:
     """`up` on the pool with the loop's settings (its cluster file written in `workdir`, the
-    pool's own left as it is, `cluster` overriding its top-level keys); the head's CPUs held by
-    an actor (`release` lets them go)."""
+    pool's own left as it is, `cluster` overriding its top-level keys, `settings` the agent's
+    role variables in place of AGENT_SETTINGS); the head's CPUs held by an actor (`release`
+    lets them go)."""
     source = yaml.safe_load(pool.inventory.read_text())
     source.update(min_workers=0, max_workers=len(pool.workers), idle_timeout_minutes=idle_s / 60)
     source.update(cluster)
     inventory = workdir / "chaos-cluster.yml"
     inventory.write_text(yaml.safe_dump(source, sort_keys=False))
     cluster = Cluster(pool=pool, wheelhouse=wheelhouse, inventory=inventory)
-    settings = [arg for key, value in AGENT_SETTINGS.items() for arg in ("-e", f"{key}={value}")]
-    cluster.playbook("up", "-e", "ray_up_workers=min", *settings, timeout=3600)
+    agent = [arg for key, value in (settings or AGENT_SETTINGS).items()
+             for arg in ("-e", f"{key}={value}")]
+    cluster.playbook("up", "-e", "ray_up_workers=min", *agent, timeout=3600)
     chaos = Chaos(pool=pool, cluster=cluster)
     head = next(n for n in cluster.nodes() if n["head"])
     # The workers are the same machines as the head: one actor of the head's CPUs fills one.

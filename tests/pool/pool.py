@@ -331,6 +331,29 @@ def remove(name: str | None) -> list[str]:
     return removed
 
 
+def kill(machine: Machine) -> None:
+    """The machine dies at once (`docker kill`: SIGKILL to its systemd, no clean stop)."""
+    _docker("kill", machine.container)
+
+
+def start(pool: Pool, machine: Machine) -> None:
+    """A killed machine boots again, at its address, with its disk as it was; returns once
+    systemd has booted and sshd answers."""
+    _docker("start", machine.container)
+    _wait_ready(pool, machine)
+    _wait_ssh(pool, machine)
+
+
+def disconnect(pool: Pool, machine: Machine) -> None:
+    """Cut the machine off the pool's network: it keeps running, nothing reaches it."""
+    _docker("network", "disconnect", "--force", pool.network, machine.container)
+
+
+def connect(pool: Pool, machine: Machine) -> None:
+    """Put a machine cut off by `disconnect` back on the pool's network, at its address."""
+    _docker("network", "connect", "--ip", machine.ip, pool.network, machine.container)
+
+
 def names() -> list[str]:
     out = _docker("ps", "-a", "--filter", f"label={TOOL_LABEL}",
                   "--format", f'{{{{.Label "{POOL_LABEL}"}}}}')
