@@ -159,14 +159,14 @@ class Chaos:
 
 
 def prepare(pool: pools.Pool, wheelhouse: Path, idle_s: float, workdir: Path,
-            settings: dict[str, str] | None = None, **cluster: Any) -> Chaos:
+            settings: dict[str, str] | None = None, **top_level: Any) -> Chaos:
     """`up` on the pool with the loop's settings (its cluster file written in `workdir`, the
-    pool's own left as it is, `cluster` overriding its top-level keys, `settings` the agent's
+    pool's own left as it is, `top_level` overriding its top-level keys, `settings` the agent's
     role variables in place of AGENT_SETTINGS); the head's CPUs held by an actor (`release`
     lets them go)."""
     source = yaml.safe_load(pool.inventory.read_text())
     source.update(min_workers=0, max_workers=len(pool.workers), idle_timeout_minutes=idle_s / 60)
-    source.update(cluster)
+    source.update(top_level)
     inventory = workdir / "chaos-cluster.yml"
     inventory.write_text(yaml.safe_dump(source, sort_keys=False))
     cluster = Cluster(pool=pool, wheelhouse=wheelhouse, inventory=inventory)
