@@ -272,11 +272,15 @@ def compare(args: argparse.Namespace) -> int:
     runs on both sides (head_agent_enabled=true), as it does by default in this checkout."""
     baseline = link_collection(args.baseline)
     wheelhouse = ensure_wheelhouse()
-    up = ("up", "-e", f"ray_wheelhouse_dir={wheelhouse}", "-e", "ray_up_workers=all",
-          "-e", "head_agent_enabled=true")
-    sides = {"before": (f"{args.pool}-base", baseline), "after": (args.pool, REPO_ROOT)}
+    # Checkouts before the wheelhouse per Python read a flat directory of wheels: the
+    # baseline gets this host's Python's part of it (the same wheels).
+    flat = next(p.parent for p in sorted(wheelhouse.glob("*/.complete")))
+    sides = {"before": (f"{args.pool}-base", baseline, flat),
+             "after": (args.pool, REPO_ROOT, wheelhouse)}
     table = Table()
-    for side, (name, repo) in sides.items():
+    for side, (name, repo, wheels) in sides.items():
+        up = ("up", "-e", f"ray_wheelhouse_dir={wheels}", "-e", "ray_up_workers=all",
+              "-e", "head_agent_enabled=true")
         pools.remove(name)
         pool = pools.create(name, machines=args.machines)
         keep_every_worker(pool)
