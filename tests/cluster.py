@@ -15,6 +15,8 @@ from tests.pool import pool as pools
 from tests.pool.wheelhouse import REPO_ROOT
 
 UNIT = "onprem-ray.service"
+AGENT_UNIT = "onprem-ray-agent.service"
+AGENT_STATE_DIR = "/var/lib/onprem-ray/agent"
 AUTH_FILE = "/etc/ray/auth_token"
 GCS_PORT = 6379
 RAY_ENV = ["sudo", "-u", "ray", "env", "RAY_AUTH_MODE=token", f"RAY_AUTH_TOKEN_PATH={AUTH_FILE}"]
@@ -87,6 +89,21 @@ class Cluster:
     @property
     def all_ips(self) -> set[str]:
         return {m.ip for m in self.pool.machines}
+
+
+def stop_workers(pool: pools.Pool) -> None:
+    """No worker runs Ray: what an earlier module left running would be the agent's to retire
+    (or count against max_workers) in the next."""
+    for machine in pool.workers:
+        pool.ssh(machine, "sudo", "systemctl", "disable", "--now", UNIT, check=False)
+
+
+def forget_agent(pool: pools.Pool) -> None:
+    """The head's agent stopped and its state store removed: the next agent remembers nothing
+    of earlier modules (their failed adds and backoffs are theirs)."""
+    pool.ssh(pool.head, "sudo", "systemctl", "stop", AGENT_UNIT, check=False)
+    pool.ssh(pool.head, "sudo", "rm", "-f", *(f"{AGENT_STATE_DIR}/state.db{end}"
+                                              for end in ("", "-wal", "-shm")), check=False)
 
 
 def recap(output: str) -> dict[str, dict[str, int]]:

@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.cluster import Cluster, recap
+from tests.cluster import Cluster, recap, stop_workers
 from tests.pool import pool as pools
 from tests.pool.wheelhouse import ensure_wheelhouse
 
@@ -156,9 +156,7 @@ def scaled(pool: pools.Pool, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     inventory.write_text(yaml.safe_dump(source, sort_keys=False))
     cluster = Cluster(pool=pool, wheelhouse=ensure_wheelhouse(), inventory=inventory)
     # Workers a former test left running are retired by the agent as idle: start from none.
-    for machine in pool.workers:
-        pool.ssh(machine, "sudo", "systemctl", "disable", "--now", "onprem-ray.service",
-                 check=False)
+    stop_workers(pool)
     result = cluster.playbook("up", "-e", "ray_up_workers=min", "-e", "head_agent_enabled=true",
                               "-e", "head_agent_interval=1")
     counts = recap(result.stdout)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.cluster import stop_workers
 from tests.pool import pool as pools
 from tests.pool.wheelhouse import ensure_wheelhouse
 
@@ -34,9 +35,7 @@ def prepared(pool: pools.Pool, tmp_path_factory: pytest.TempPathFactory
              ) -> Iterator[chaos.Chaos]:
     assert len(pool.workers) > MAX_WORKERS, "the cap must be below the pool's workers"
     # Workers a former test left running would count against max_workers: start from none.
-    for machine in pool.workers:
-        pool.ssh(machine, "sudo", "systemctl", "disable", "--now", "onprem-ray.service",
-                 check=False)
+    stop_workers(pool)
     made = chaos.prepare(pool, ensure_wheelhouse(), IDLE_S, tmp_path_factory.mktemp("burst"),
                          max_workers=MAX_WORKERS, upscaling_speed=UPSCALING_SPEED)
     yield made

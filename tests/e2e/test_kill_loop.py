@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests import faults
+from tests.cluster import stop_workers
 from tests.pool import pool as pools
 from tests.pool.wheelhouse import ensure_wheelhouse
 
@@ -34,9 +35,7 @@ def prepared(pool: pools.Pool, tmp_path_factory: pytest.TempPathFactory
              ) -> Iterator[chaos.Chaos]:
     assert len(pool.workers) >= 3, "the loop needs a head and 3 workers (POOL_MACHINES=4)"
     # Workers a former test left running would be retired as idle: start from none.
-    for machine in pool.workers:
-        pool.ssh(machine, "sudo", "systemctl", "disable", "--now", "onprem-ray.service",
-                 check=False)
+    stop_workers(pool)
     made = chaos.prepare(pool, ensure_wheelhouse(), IDLE_S, tmp_path_factory.mktemp("chaos"))
     yield made
     chaos.release(made)

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import pytest
 import yaml
 
-from tests.cluster import Cluster, recap
+from tests.cluster import Cluster, forget_agent, recap, stop_workers
 from tests.e2e.test_autoscaling import STATE_DIR, Autoscaled
 from tests.pool import pool as pools
 from tests.pool.wheelhouse import ensure_wheelhouse
@@ -65,14 +65,10 @@ def labelled(pool: pools.Pool, tmp_path_factory: pytest.TempPathFactory
     inventory = tmp_path_factory.mktemp("labelled") / "cluster.yml"
     inventory.write_text(yaml.safe_dump(source, sort_keys=False))
     cluster = Cluster(pool=pool, wheelhouse=ensure_wheelhouse(), inventory=inventory)
-    for machine in pool.workers:  # start from no worker running
-        pool.ssh(machine, "sudo", "systemctl", "disable", "--now", "onprem-ray.service",
-                 check=False)
+    stop_workers(pool)  # start from no worker running
     # ... and from an agent that remembers nothing: earlier tests on this pool leave records
     # (a failed add, a backoff) that are theirs, not this test's.
-    pool.ssh(pool.head, "sudo", "systemctl", "stop", "onprem-ray-agent.service", check=False)
-    pool.ssh(pool.head, "sudo", "rm", "-f", f"{STATE_DIR}/state.db", f"{STATE_DIR}/state.db-wal",
-             f"{STATE_DIR}/state.db-shm", check=False)
+    forget_agent(pool)
     # A busy host can take long to set up four machines: a generous limit for `up`.
     result = cluster.playbook("up", "-e", "ray_up_workers=min", "-e", "head_agent_enabled=true",
                               "-e", "head_agent_interval=1", timeout=1800)

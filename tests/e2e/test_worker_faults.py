@@ -27,6 +27,7 @@ import pytest
 import yaml
 
 from tests import faults
+from tests.cluster import forget_agent, stop_workers
 from tests.pool import pool as pools
 from tests.pool.wheelhouse import ensure_wheelhouse
 
@@ -217,12 +218,8 @@ def faulty(pool: pools.Pool, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     assert len(pool.workers) >= 3, "these tests need a head and 3 workers (POOL_MACHINES=4)"
     fast, slow = [m.ip for m in pool.workers[:2]], pool.workers[2].ip
     # Start from no worker running and an agent that remembers nothing of earlier modules.
-    for machine in pool.workers:
-        pool.ssh(machine, "sudo", "systemctl", "disable", "--now", "onprem-ray.service",
-                 check=False)
-    pool.ssh(pool.head, "sudo", "systemctl", "stop", UNIT, check=False)
-    pool.ssh(pool.head, "sudo", "rm", "-f", f"{STATE_DIR}/state.db", f"{STATE_DIR}/state.db-wal",
-             f"{STATE_DIR}/state.db-shm", check=False)
+    stop_workers(pool)
+    forget_agent(pool)
     provider = yaml.safe_load(pool.inventory.read_text())["provider"]
     provider.pop("worker_ips", None)
     types = {"head": {"resources": {}},
