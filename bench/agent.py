@@ -1,6 +1,11 @@
 """Benchmark of the agent on the local test pool: prints tables, asserts nothing.
 
     python bench/agent.py [--cycles 20] [--pool benchagent] [--no-peer] [--keep]
+    python bench/agent.py --baseline CHECKOUT [--cycles 20] [--block 5]   before and after
+
+With --baseline, the same cycles for an earlier checkout of this project (its playbooks and its
+agent, each side on a pool of its own), in blocks of --block cycles taken in turn, so that both
+sides meet the same load; each side's table, then the medians side by side.
 
 A fresh pool (head + 3 workers), `up` with every worker prepared and none started
 (min_workers 0), the agent enabled (one iteration a second, idle timeout --idle-s). A detached
@@ -40,7 +45,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 sys.path.insert(0, str(REPO_ROOT / "bench"))
 
-from up import peer_yaml, playbook, ray_cli, stop_peer  # noqa: E402
+from up import link_collection, peer_yaml, playbook, ray_cli, stop_peer  # noqa: E402
 
 from tests.pool import pool as pools  # noqa: E402
 from tests.pool.wheelhouse import ensure_wheelhouse  # noqa: E402
@@ -220,6 +225,81 @@ def peer(pool: pools.Pool, wait_s: float) -> float:
         stop_peer(pool, config)
 
 
+def prepare(name: str, idle_s: float, wheelhouse: Path, repo: Path = REPO_ROOT) -> Head:
+    """A fresh pool (head + 3 workers), `up` of `repo` with every worker prepared and none
+    started, the agent on; a detached actor holds the head's CPUs."""
+    pools.remove(name)
+    pool = pools.create(name, machines=4)
+    source = yaml.safe_load(pool.inventory.read_text())
+    source.update(min_workers=0, max_workers=len(pool.workers), idle_timeout_minutes=idle_s / 60)
+    pool.inventory.write_text(yaml.safe_dump(source, sort_keys=False))
+    print(f"{name}: up (Ray installed from the wheelhouse, workers prepared, none started) ...",
+          flush=True)
+    playbook(pool, "up", "-e", f"ray_wheelhouse_dir={wheelhouse}", "-e", "ray_up_workers=min",
+             "-e", "head_agent_enabled=true", "-e", "head_agent_interval=1", repo=repo)
+    head = Head(pool)
+    head.python(ACTOR, "blocker", "2", "60")  # the head's CPUs are taken
+    return head
+
+
+def print_table(rows: list[dict[str, float]]) -> None:
+    print(f"| {'phase':<24} | {'median s':>8} | {'min s':>6} | {'max s':>6} |")
+    print(f"|{'-' * 26}|{'-' * 10}|{'-' * 8}|{'-' * 8}|")
+    for key in rows[0] if rows else []:
+        values = [row[key] for row in rows]
+        print(f"| {key:<24} | {statistics.median(values):8.1f} | {min(values):6.1f} | "
+              f"{max(values):6.1f} |")
+
+
+def compare(args: argparse.Namespace) -> int:
+    """The cycles of the baseline checkout and of this one, in turns of --block cycles."""
+    baseline = link_collection(args.baseline)
+    wheelhouse = ensure_wheelhouse()
+    # Checkouts before the wheelhouse per Python read a flat directory of wheels: the
+    # baseline gets this host's Python's part of it (the same wheels).
+    flat = next(p.parent for p in sorted(wheelhouse.glob("*/.complete")))
+    sides = {"before": (f"{args.pool}-base", baseline, flat),
+             "after": (args.pool, REPO_ROOT, wheelhouse)}
+    rows: dict[str, list[dict[str, float]]] = {side: [] for side in sides}
+    failures = dict.fromkeys(sides, 0)
+    try:
+        heads = {side: prepare(name, args.idle_s, wheels, repo)
+                 for side, (name, repo, wheels) in sides.items()}
+        done = 0
+        while done < args.cycles:
+            block = range(done + 1, min(done + args.block, args.cycles) + 1)
+            for side, head in heads.items():
+                print(f"{side}:", flush=True)
+                for n in block:
+                    try:
+                        rows[side].append(cycle(head, n, args.idle_s))
+                    except RuntimeError as err:
+                        failures[side] += 1
+                        print(f"  cycle {n} failed: {err}", flush=True)
+            done = block[-1]
+    finally:
+        if not args.keep:
+            for name, _, _ in sides.values():
+                pools.remove(name)
+    print(f"\nThe agent before ({baseline}) and after (this checkout), each on a local pool of 4 "
+          f"machines, in turns of {args.block} cycles; {os.cpu_count()} CPUs, load "
+          f"{os.getloadavg()[0]:.1f}; idle timeout {args.idle_s:.0f} s, one iteration a second")
+    for side in sides:
+        print(f"\n{side}: {len(rows[side])} of {args.cycles} cycles succeeded, "
+              f"{failures[side]} failed\n")
+        print_table(rows[side])
+    if rows["before"] and rows["after"]:
+        print(f"\n| {'phase (median s)':<24} | {'before':>6} | {'after':>6} | "
+              f"{'after/before':>12} |")
+        print(f"|{'-' * 26}|{'-' * 8}|{'-' * 8}|{'-' * 14}|")
+        for key in rows["after"][0]:
+            before = statistics.median(row[key] for row in rows["before"])
+            after = statistics.median(row[key] for row in rows["after"])
+            ratio = f"{after / before:12.2f}" if before > 0 else f"{'-':>12}"
+            print(f"| {key:<24} | {before:6.1f} | {after:6.1f} | {ratio} |")
+    return 0 if not any(failures.values()) else 1
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -229,23 +309,19 @@ def main() -> int:
     parser.add_argument("--peer-wait", type=float, default=180.0)
     parser.add_argument("--no-peer", action="store_true")
     parser.add_argument("--keep", action="store_true", help="leave the pool running")
+    parser.add_argument("--baseline", type=Path, metavar="CHECKOUT",
+                        help="an earlier checkout of this project, measured in the same run")
+    parser.add_argument("--block", type=int, default=5,
+                        help="with --baseline: cycles of one side before the other's turn")
     args = parser.parse_args()
+    if args.baseline is not None:
+        return compare(args)
 
     wheelhouse = ensure_wheelhouse()
-    pools.remove(args.pool)
-    pool = pools.create(args.pool, machines=4)
     rows: list[dict[str, float]] = []
     try:
-        source = yaml.safe_load(pool.inventory.read_text())
-        source.update(min_workers=0, max_workers=len(pool.workers),
-                      idle_timeout_minutes=args.idle_s / 60)
-        pool.inventory.write_text(yaml.safe_dump(source, sort_keys=False))
-        print("up (Ray installed from the wheelhouse, workers prepared, none started) ...",
-              flush=True)
-        playbook(pool, "up", "-e", f"ray_wheelhouse_dir={wheelhouse}", "-e", "ray_up_workers=min",
-                 "-e", "head_agent_enabled=true", "-e", "head_agent_interval=1")
-        head = Head(pool)
-        head.python(ACTOR, "blocker", "2", "60")  # the head's CPUs are taken
+        head = prepare(args.pool, args.idle_s, wheelhouse)
+        pool = head.pool
         failures = 0
         for n in range(1, args.cycles + 1):
             try:
@@ -270,12 +346,7 @@ def main() -> int:
     print(f"\nAgent on a local pool of 4 machines (head + 3 workers), {os.cpu_count()} CPUs, "
           f"load {os.getloadavg()[0]:.1f}; {len(rows)} of {args.cycles} cycles succeeded, "
           f"{failures} failed; idle timeout {args.idle_s:.0f} s, one iteration a second\n")
-    print(f"| {'phase':<24} | {'median s':>8} | {'min s':>6} | {'max s':>6} |")
-    print(f"|{'-' * 26}|{'-' * 10}|{'-' * 8}|{'-' * 8}|")
-    for key in rows[0] if rows else []:
-        values = [row[key] for row in rows]
-        print(f"| {key:<24} | {statistics.median(values):8.1f} | {min(values):6.1f} | "
-              f"{max(values):6.1f} |")
+    print_table(rows)
     print(f"\nagent resident memory, idle after the cycles: {rss_kb / 1024:.0f} MB")
     if peer_s is not None and rows:
         ours = statistics.median(row["demand -> ALIVE"] for row in rows)
