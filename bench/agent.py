@@ -86,7 +86,10 @@ EVENTS = """
 import glob, json, os, sys
 rows = []
 for path in glob.glob(os.path.join(sys.argv[1], "job_events", "*.json")):
-    event = json.load(open(path))
+    try:
+        event = json.load(open(path))
+    except (FileNotFoundError, ValueError):  # a partial event renamed or still being written
+        continue
     if "counter" not in event:  # a partial event the callback has not finished writing
         continue
     rows.append((event["counter"], event["event"], (event.get("event_data") or {}).get("task", ""),

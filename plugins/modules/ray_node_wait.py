@@ -99,7 +99,7 @@ def wait_alive(client, ip, deadline, nodes=ray_gcs.alive_nodes, clock=time.monot
             return found[0], None
         if clock() >= deadline:
             return None, last
-        sleep(0.5)
+        sleep(0.2)
 
 
 def main():
