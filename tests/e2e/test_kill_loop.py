@@ -24,7 +24,7 @@ import chaos
 
 pytestmark = [pytest.mark.pool, pytest.mark.e2e]
 
-KILLS = 6  # 3 during adds, 3 during retires
+KILLS = 10  # 5 during adds, 5 during retires
 SEED = 20261201
 IDLE_S = 10.0
 MAX_DELAY_S = 3.0

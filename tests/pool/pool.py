@@ -344,6 +344,14 @@ def start(pool: Pool, machine: Machine) -> None:
     _wait_ssh(pool, machine)
 
 
+def reboot(pool: Pool, machine: Machine) -> None:
+    """The machine shuts down cleanly and boots again (`docker restart`: the image's stop
+    signal halts systemd); returns once systemd has booted and sshd answers."""
+    _docker("restart", machine.container)
+    _wait_ready(pool, machine)
+    _wait_ssh(pool, machine)
+
+
 def disconnect(pool: Pool, machine: Machine) -> None:
     """Cut the machine off the pool's network: it keeps running, nothing reaches it."""
     _docker("network", "disconnect", "--force", pool.network, machine.container)
