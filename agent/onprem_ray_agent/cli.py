@@ -72,12 +72,13 @@ def _status(args: argparse.Namespace) -> int:
             except (ConfigError, SettingsError) as err:
                 print(f"onprem-ray-agent status: {err}", file=sys.stderr)
                 return 2
-            # The running agent's count of how long each add run has been unneeded.
-            unneeded = (last.get("decision") or {}).get("unneeded_since") or {}
-            unneeded = {str(run): float(at) for run, at in unneeded.items()
-                        if isinstance(at, int | float)} if isinstance(unneeded, dict) else {}
+            # The running agent's counts of how long each add run has been unneeded, and each
+            # active machine absent from Ray's node list.
+            last_decision = last.get("decision") or {}
             agent = Agent(loaded.config, store, GcsRayState(gcs_address), None, dry_run=True,
-                          unneeded_since=unneeded, claims=ClaimBox(state_dir))
+                          unneeded_since=_times(last_decision.get("unneeded_since")),
+                          absent_since=_times(last_decision.get("absent_since")),
+                          claims=ClaimBox(state_dir))
             fresh = agent.iterate(time.time())
         status = collect_status(store, state_dir, fresh)
     finally:
@@ -88,6 +89,13 @@ def _status(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(render(status, time.time()))
     return 0
+
+
+def _times(value: object) -> dict[str, float]:
+    """A status file's key -> time map (`unneeded_since`, `absent_since`); anything else: {}."""
+    if not isinstance(value, dict):
+        return {}
+    return {str(key): float(at) for key, at in value.items() if isinstance(at, int | float)}
 
 
 def _history(args: argparse.Namespace) -> int:

@@ -328,11 +328,15 @@ class PlanInput:
     # Add runs no demand needed, since when (a decision's `unneeded_since`): without it, a
     # run found unneeded now is only noted, as the agent's first iteration would.
     unneeded_since: dict[str, float] = dataclasses.field(default_factory=dict)
+    # Active machines Ray did not list, since when (a decision's `absent_since`): without it,
+    # the count starts at `now`, as in the agent's first iteration.
+    absent_since: dict[str, float] = dataclasses.field(default_factory=dict)
 
 
 def plan_input_from_dict(value: Any) -> PlanInput:
     data = _object(value, "snapshot", ("config", "now"),
-                   ("format_version", "machines", "demand", "unneeded_since"))
+                   ("format_version", "machines", "demand", "unneeded_since",
+                    "absent_since"))
     version = _integer(data.get("format_version", FORMAT_VERSION), "format_version", 1)
     if version not in READABLE_VERSIONS:
         raise FormatError(f"format_version: {version} is not supported (this agent reads "
@@ -348,13 +352,14 @@ def plan_input_from_dict(value: Any) -> PlanInput:
         machines=machines,
         demand=demand_from_dict(data.get("demand", {}), version=version),
         now=_number(data["now"], "now"),
-        unneeded_since=_times(data.get("unneeded_since", {}), "unneeded_since"),
+        unneeded_since=_times(data.get("unneeded_since", {}), "unneeded_since", "request ids"),
+        absent_since=_times(data.get("absent_since", {}), "absent_since", "addresses"),
     )
 
 
-def _times(value: Any, where: str) -> dict[str, float]:
+def _times(value: Any, where: str, keys: str) -> dict[str, float]:
     if not isinstance(value, Mapping):
-        raise FormatError(f"{where}: expected an object of request ids to times")
+        raise FormatError(f"{where}: expected an object of {keys} to times")
     return {_string(key, f"{where} key"): _number(at, f"{where}.{key}")
             for key, at in value.items()}
 
@@ -388,4 +393,5 @@ def decision_to_dict(decision: Decision) -> dict[str, Any]:
         "actions": [action_to_dict(action) for action in decision.actions],
         "infeasible": [infeasible_to_dict(item) for item in decision.infeasible],
         "notes": list(decision.notes),
-    } | ({"unneeded_since": dict(decision.unneeded_since)} if decision.unneeded_since else {})
+    } | ({"unneeded_since": dict(decision.unneeded_since)} if decision.unneeded_since else {}) \
+      | ({"absent_since": dict(decision.absent_since)} if decision.absent_since else {})

@@ -7,7 +7,8 @@ one transaction, then starts the playbook, so a crash in between leaves a run th
 finds unfinished and resolves (`reconcile`). A machine in a running run is never put in
 another run; timeouts of such a machine are left to its run, which has its own time limit.
 An add run that the decision finds no demand needs any more is canceled through the runner;
-the decision gets back, each iteration, since when each such run has been unneeded.
+the decision gets back, each iteration, since when each such run has been unneeded, and since
+when each active machine Ray does not list has been absent.
 
 Ray, the runner and the store are injected, so the tests drive iterations with fakes of Ray
 and the runner and the real store.
@@ -114,6 +115,7 @@ class Agent:
                  runner: PlaybookRunner | None, *, metrics: Metrics | None = None,
                  dry_run: bool = False, monotonic: Any = time.monotonic,
                  unneeded_since: Mapping[str, float] | None = None,
+                 absent_since: Mapping[str, float] | None = None,
                  claims: Claims | None = None) -> None:
         if not dry_run and runner is None:
             raise ValueError("an agent that acts needs a playbook runner")
@@ -131,6 +133,9 @@ class Agent:
         self._add_demand_seen: dict[str, float] = {}  # ip -> when the demand it is for began
         # Add runs no demand needs, since when (the last decision's); a restart starts afresh.
         self._unneeded_since: dict[str, float] = dict(unneeded_since or {})
+        # Active machines Ray does not list, since when (the last decision's); a restart, and
+        # a GCS that does not answer, start afresh: only the head ALIVE counts.
+        self._absent_since: dict[str, float] = dict(absent_since or {})
         # Runs asked to cancel, until they end: a cancel lands seconds later (ansible-runner
         # checks between its reads, then waits for the output to close), and the decisions in
         # between, still unneeded, are not a new cancel.
@@ -189,6 +194,7 @@ class Agent:
                                      duration_s=self._monotonic() - started,
                                      dry_run=self.dry_run)
             self._ray_unavailable(now, str(err))
+            self._absent_since = {}  # a GCS back may be a new one, that workers join again
             self._report(report)
             return report
         if self._ray_down_since is not None:
@@ -202,8 +208,9 @@ class Agent:
         claim = self.claims.read() if self.claims is not None else None
         decision = decide(self.config, machines.values(), demand, now,
                           running_adds=running_adds, unneeded_since=self._unneeded_since,
-                          claim=claim)
+                          claim=claim, absent_since=self._absent_since)
         self._unneeded_since = dict(decision.unneeded_since)
+        self._absent_since = dict(decision.absent_since)
         self._log_infeasible(decision)
         step = _Iteration(now)
         if self.dry_run:

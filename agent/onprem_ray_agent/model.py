@@ -447,6 +447,10 @@ class Decision:
     # Add runs still running that no demand needs: request id -> since when. The loop gives
     # it back to the next decision, which cancels a run once this is cancel_join_after_s old.
     unneeded_since: Mapping[str, float] = field(default_factory=dict)
+    # Active machines Ray does not list while the head is ALIVE: IP -> since when. The loop
+    # gives it back to the next decision, which marks one lost once this is older than
+    # provision_timeout_s.
+    absent_since: Mapping[str, float] = field(default_factory=dict)
 
     def of_kind(self, kind: ActionKind) -> tuple[Action, ...]:
         return tuple(action for action in self.actions if action.kind == kind)

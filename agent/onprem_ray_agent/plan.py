@@ -31,7 +31,7 @@ def load(path: str | Path) -> PlanInput:
 
 def plan(snapshot: PlanInput) -> Decision:
     return decide(snapshot.config, snapshot.machines, snapshot.demand, snapshot.now,
-                  unneeded_since=snapshot.unneeded_since)
+                  unneeded_since=snapshot.unneeded_since, absent_since=snapshot.absent_since)
 
 
 def plan_file(path: str | Path) -> dict[str, Any]:

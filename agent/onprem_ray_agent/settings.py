@@ -8,7 +8,8 @@ they are validated in one place. SIGHUP reads the file again, with the cluster f
 
     interval_s: 5.0                  # seconds between two iterations of the loop
     max_concurrent_launches: 10      # machines joining at once, all node types together
-    provision_timeout_s: 600.0       # an add not ALIVE in Ray by then has failed
+    provision_timeout_s: 600.0       # an add not ALIVE in Ray by then has failed; an active
+                                     # machine Ray does not list for longer is lost
     backoff_base_s: 30.0             # a failed machine waits base, 2 x base ... up to max
     backoff_max_s: 900.0
     quarantine_after_failures: 5     # consecutive failures; 0: never quarantined

@@ -41,6 +41,13 @@ class FakeRay:
     def dead(self, name: str, i: int) -> None:
         self.nodes[ip(name, i)] = _node(ip(name, i), RESOURCES[name], 0.0, False)
 
+    def restarted(self, *alive: tuple[str, int]) -> None:
+        """The head's Ray started again: a new, empty GCS that the head and the given
+        workers registered with; no other node, not even DEAD."""
+        self.nodes = {HEAD: _node(HEAD, {}, 0.0, True)}
+        for name, i in alive:
+            self.alive(name, i)
+
     def want(self, count: int, **shape: float) -> None:
         self.pending = [BundleDemand(MappingProxyType(dict(shape)), count)] if count else []
 

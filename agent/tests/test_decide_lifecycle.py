@@ -76,8 +76,8 @@ def test_observations_and_timeouts(record, alive, expected) -> None:
 
 def test_an_unregistered_worker_is_explained() -> None:
     decision = run(CPU, [machine("cpu", 1, "active")], snapshot())
-    assert ("10.0.1.1 is active but not in Ray's node list yet: waiting for it to register"
-            in decision.notes)
+    assert ("10.0.1.1 is active but not in Ray's node list yet: waiting for it to register "
+            "(absent 0 s; lost after provision_timeout_s 600)" in decision.notes)
 
 
 def test_a_lost_machine_is_not_declared_while_the_head_is_down() -> None:

@@ -1,6 +1,8 @@
 """Properties of `decide` over generated situations: whatever the pool, the records, Ray's
 nodes and the demand, it stays inside the pool, never touches the head, never adds a machine it
-must not, never exceeds max_workers, and its actions replay legally through the lifecycle.
+must not, never exceeds max_workers, loses an active machine only when Ray reports it DEAD or
+has not listed it for provision_timeout_s, and its actions replay legally through the
+lifecycle.
 
 Half the free situations are coherent (records and Ray's nodes tell one story: active machines
 are ALIVE in Ray with their type's resources, some idle past the timeout), half are anything at
@@ -10,6 +12,7 @@ up and prints the ratios."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter, defaultdict
 
 from hypothesis import given, settings
@@ -22,6 +25,7 @@ from onprem_ray_agent.model import (
     Config,
     Decision,
     DemandSnapshot,
+    Event,
     Machine,
     MachineState,
     NodeType,
@@ -400,3 +404,66 @@ def test_the_join_generator_reaches_both_sides() -> None:
     print(f"\njoin sides reached of {total}: {dict(seen)}")
     assert seen["a run canceled"] * 20 >= total, seen
     assert seen["a run kept"] * 20 >= total, seen
+
+
+@st.composite
+def absences(draw, machines: list[Machine], snapshot: DemandSnapshot
+             ) -> tuple[dict[str, float], DemandSnapshot]:
+    """Since when recorded machines have been absent from Ray's node list, as the last
+    decision may have found (a record of any state: the last decision saw it earlier), and
+    the snapshot with some workers gone from it (a restarted GCS they did not join yet)."""
+    absent = {m.ip: NOW - draw(st.sampled_from([0.0, 300.0, 600.0, 601.0, 5000.0]))
+              for m in machines if draw(st.booleans())}
+    nodes = tuple(n for n in snapshot.nodes if n.ip == HEAD or draw(st.integers(0, 2)))
+    return absent, dataclasses.replace(snapshot, nodes=nodes)
+
+
+def _absent_case(config: Config, machines: list[Machine], snapshot: DemandSnapshot,
+                 absent: dict[str, float]) -> tuple[Decision, set[str], set[str]]:
+    """The decision, the active machines it finds unlisted (neither ALIVE nor DEAD, the head
+    ALIVE), and those it marks lost."""
+    decision = decide(config, machines, snapshot, NOW, absent_since=absent)
+    alive = {n.ip for n in snapshot.nodes if n.state == RayNodeState.ALIVE}
+    dead = {n.ip for n in snapshot.nodes if n.state == RayNodeState.DEAD} - alive
+    active = {m.ip for m in machines if m.state == S.ACTIVE and m.ip != HEAD}
+    unlisted = active - alive - dead if HEAD in alive else set()
+    lost = {ip for a in decision.of_kind(ActionKind.MARK) if a.event == Event.LOST
+            for ip in a.ips}
+    return decision, unlisted, lost
+
+
+@given(situations(), st.data())
+def test_an_active_machine_is_lost_only_dead_or_absent_past_provision_timeout(situation,
+                                                                              data) -> None:
+    config, machines, snapshot = situation
+    absent, snapshot = data.draw(absences(machines, snapshot))
+    decision, unlisted, lost = _absent_case(config, machines, snapshot, absent)
+    _replay(config, machines, decision)
+    dead = {n.ip for n in snapshot.nodes if n.state == RayNodeState.DEAD}
+    for ip in lost - unlisted:
+        assert ip in dead  # Ray saw it die
+    for ip in lost & unlisted:
+        assert NOW - absent[ip] > config.provision_timeout_s
+    # every unlisted active machine not lost is counted, from when it was first found absent
+    assert dict(decision.absent_since) == {ip: absent.get(ip, NOW) for ip in unlisted - lost}
+
+
+def test_the_absence_generator_reaches_both_sides() -> None:
+    """Absent active machines come up both lost (past provision_timeout_s) and waited for."""
+    seen: Counter = Counter()
+
+    @settings(derandomize=True, database=None)  # as above: a measure, the same on every run
+    @given(situations(), st.data())
+    def count(situation, data) -> None:
+        config, machines, snapshot = situation
+        absent, snapshot = data.draw(absences(machines, snapshot))
+        decision, unlisted, lost = _absent_case(config, machines, snapshot, absent)
+        seen["examples"] += 1
+        seen["an absent machine lost"] += bool(lost & unlisted)
+        seen["an absent machine waited for"] += bool(decision.absent_since)
+
+    count()
+    total = seen["examples"]
+    print(f"\nabsence sides reached of {total}: {dict(seen)}")
+    for side, value in seen.items():
+        assert value, f"the generator never reached: {side}"

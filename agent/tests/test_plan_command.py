@@ -282,3 +282,39 @@ def test_plan_refuses_a_bad_unneeded_since(tmp_path) -> None:
                                           r"number > 0"):
         plan_file(_joining_snapshot(tmp_path, config={
             "head_ip": "10.0.0.1", "cancel_join_after_s": 0, "node_types": {}}))
+
+
+def _absent_snapshot(tmp_path: Path, **extra) -> Path:
+    """An active worker the head's restarted GCS does not list."""
+    snapshot = {
+        "format_version": 2, "now": 1000.0,
+        "config": {"head_ip": "10.0.0.1", "provision_timeout_s": 600,
+                   "node_types": {"cpu": {"ips": ["10.0.0.11"], "resources": {"CPU": 4}}}},
+        "machines": [{"ip": "10.0.0.11", "node_type": "cpu", "state": "active",
+                      "since": 100.0}],
+        "demand": {"nodes": [{"ip": "10.0.0.1", "total": {}}]},
+    } | extra
+    path = tmp_path / "snapshot.json"
+    path.write_text(json.dumps(snapshot), encoding="utf-8")
+    return path
+
+
+def test_plan_shows_an_absent_worker_lost_after_provision_timeout_s(tmp_path) -> None:
+    first = plan_file(_absent_snapshot(tmp_path))
+    assert first["actions"] == []
+    assert first["absent_since"] == {"10.0.0.11": 1000.0}
+    later = plan_file(_absent_snapshot(tmp_path, absent_since=first["absent_since"],
+                                       now=1601.0))
+    (lost,) = later["actions"]
+    assert (lost["kind"], lost["event"], lost["ips"]) == ("mark", "lost", ["10.0.0.11"])
+    assert lost["reason"].startswith("not in Ray's node list for 601 s since 1970-01-01 "
+                                     "00:16:40 UTC (provision_timeout_s 600)")
+    assert "absent_since" not in later
+
+
+def test_plan_refuses_a_bad_absent_since(tmp_path) -> None:
+    with pytest.raises(FormatError, match=r"absent_since\.10\.0\.0\.11: expected a number"):
+        plan_file(_absent_snapshot(tmp_path, absent_since={"10.0.0.11": "long ago"}))
+    with pytest.raises(FormatError, match=r"absent_since: expected an object of addresses "
+                                          r"to times"):
+        plan_file(_absent_snapshot(tmp_path, absent_since=["10.0.0.11"]))

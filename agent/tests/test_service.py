@@ -190,6 +190,33 @@ def test_status_shows_machines_runs_and_the_next_actions(tmp_path, cluster_file,
         == [[CPU[1]]]
 
 
+def test_status_counts_an_absence_from_the_running_agents_last_iteration(
+        tmp_path, cluster_file, capsys, monkeypatch):
+    from onprem_ray_agent.adapters import ray_state
+
+    ray = FakeRay()
+    ray.alive("cpu", 1)
+    state = tmp_path / "state"
+    store = StateStore.open(state / "state.db")
+    started = time.time() - 700
+    try:
+        agent = Agent(load_config(cluster_file).config, store, ray,
+                      FakeRunner(pool=frozenset(CPU)))
+        agent.iterate(started - 10)  # 10.0.1.1 active
+        ray.restarted()  # the head's Ray restarted; 10.0.1.1 never registers again
+        write_status_file(state, agent.iterate(started), cluster_file=str(cluster_file),
+                          gcs_address="10.0.0.1:6379")
+    finally:
+        store.close()
+    monkeypatch.setattr(ray_state, "GcsRayState", lambda address: ray)
+    assert cli.main(["status", "--json", "--state-dir", str(state)]) == 0
+    decision = json.loads(capsys.readouterr().out)["next"]["decision"]
+    (lost,) = [a for a in decision["actions"] if a["event"] == "lost"]
+    assert lost["ips"] == [CPU[0]]
+    assert lost["reason"].startswith("not in Ray's node list for 70")  # 700 s or a bit more
+    assert machines(tmp_path)[CPU[0]] == "active"  # status changed nothing
+
+
 def test_status_without_a_store_says_so(tmp_path, capsys):
     assert cli.main(["status", "--state-dir", str(tmp_path)]) == 2
     assert "does not exist" in capsys.readouterr().err

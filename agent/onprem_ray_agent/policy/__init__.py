@@ -5,8 +5,9 @@ is one iteration of the loop, a list of policies over one explicit `Context`, in
 Ray autoscaler v2's `ResourceDemandScheduler.schedule`:
 
 1. observe (`observe.py`): machines `up` claims are joining (`claims.py`), machines seen
-   ALIVE join, joins that take too long fail, failed machines whose backoff elapsed become
-   spare (or are quarantined), drains past their deadline fail;
+   ALIVE join, joins that take too long fail, active machines Ray reports DEAD or has not
+   listed for provision_timeout_s (the head ALIVE) are lost, failed machines whose backoff
+   elapsed become spare (or are quarantined), drains past their deadline fail;
 2. follow the inventory (`inventory.py`): new IPs become spare, removed ones are forgotten or
    retired first;
 3. scale up (`scale_up.py`): place the demand as Ray's scheduler scores it, on the nodes there
@@ -40,13 +41,16 @@ __all__ = ["MAX_EXACT_SHAPES", "OCCUPYING", "WORKING", "Decision", "decide", "re
 def decide(config: Config, machines: Iterable[Machine], snapshot: DemandSnapshot,
            now: float, *, running_adds: Collection[str] | None = None,
            unneeded_since: Mapping[str, float] | None = None,
-           claim: Claim | None = None) -> Decision:
+           claim: Claim | None = None,
+           absent_since: Mapping[str, float] | None = None) -> Decision:
     """What to do at `now`, given the pool's records and Ray's demand. `running_adds`: the
     request ids of the add runs still running (None: every joining machine's);
     `unneeded_since`: the last decision's `Decision.unneeded_since`; `claim`: the workers
-    `up` starts itself (policy/claims.py)."""
+    `up` starts itself (policy/claims.py); `absent_since`: the last decision's
+    `Decision.absent_since`."""
     with _cyclic_gc_paused():
-        return _decide(config, machines, snapshot, now, running_adds, unneeded_since, claim)
+        return _decide(config, machines, snapshot, now, running_adds, unneeded_since, claim,
+                       absent_since)
 
 
 @contextmanager
@@ -66,8 +70,9 @@ def _cyclic_gc_paused() -> Iterator[None]:
 
 def _decide(config: Config, machines: Iterable[Machine], snapshot: DemandSnapshot, now: float,
             running_adds: Collection[str] | None, unneeded_since: Mapping[str, float] | None,
-            claim: Claim | None) -> Decision:
-    ctx = Context.build(config, machines, snapshot, now, running_adds, unneeded_since, claim)
+            claim: Claim | None, absent_since: Mapping[str, float] | None) -> Decision:
+    ctx = Context.build(config, machines, snapshot, now, running_adds, unneeded_since, claim,
+                        absent_since)
     observe(ctx)
     follow_inventory(ctx)
     if ctx.head_alive:

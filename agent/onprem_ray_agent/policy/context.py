@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import time
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -65,6 +66,11 @@ def seconds(value: float) -> str:
     return f"{value:.0f} s"
 
 
+def utc(at: float) -> str:
+    """A time of the decision's clock (Unix seconds) as "2026-12-01 13:25:04 UTC"."""
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(at))
+
+
 def note_list(notes: list[str], items: list[str], why: str, shown: int = 10) -> None:
     """One note for many machines: "10.0.1.1 idle 900 s, ... and 3 more: kept, as ..."."""
     if not items:
@@ -96,6 +102,10 @@ class Context:
     running_adds: Collection[str] | None = None
     unneeded_before: Mapping[str, float] = field(default_factory=dict)
     unneeded_since: dict[str, float] = field(default_factory=dict)
+    # Active machines Ray does not list while the head is ALIVE: IP -> since when, as the
+    # last decision found, and as this one finds.
+    absent_before: Mapping[str, float] = field(default_factory=dict)
+    absent_since: dict[str, float] = field(default_factory=dict)
     # Workers `up` starts Ray on itself (None: no claim, or it expired).
     claim: Claim | None = None
     # (phase, kind, event, node type, reason) -> IPs, in the order first recorded
@@ -108,11 +118,13 @@ class Context:
     def build(cls, config: Config, machines: Iterable[Machine], snapshot: DemandSnapshot,
               now: float, running_adds: Collection[str] | None = None,
               unneeded_since: Mapping[str, float] | None = None,
-              claim: Claim | None = None) -> Context:
+              claim: Claim | None = None,
+              absent_since: Mapping[str, float] | None = None) -> Context:
         if claim is not None and now - claim.at > config.provision_timeout_s:
             claim = None  # `up` stopped before the agent read it: too old to hold anything
         ctx = cls(config=config, snapshot=snapshot, now=now, running_adds=running_adds,
-                  unneeded_before=dict(unneeded_since or {}), claim=claim)
+                  unneeded_before=dict(unneeded_since or {}), claim=claim,
+                  absent_before=dict(absent_since or {}))
         head = config.head_ip
         for node_type in config.node_types:
             for ip in node_type.ips:
@@ -219,4 +231,5 @@ class Context:
                                   reason=reason, request_id=run_id))
         return Decision(now=self.now, actions=tuple(actions),
                         infeasible=tuple(self.infeasible), notes=tuple(self.notes),
-                        unneeded_since=dict(self.unneeded_since))
+                        unneeded_since=dict(self.unneeded_since),
+                        absent_since=dict(self.absent_since))

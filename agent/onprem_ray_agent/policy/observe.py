@@ -1,16 +1,17 @@
 """Policy 1, observe: what Ray and the clock say about each recorded machine. `up`'s claim
 makes the machines it starts joining first (claims.py). Machines seen ALIVE join, joins that
 take too long fail (a claimed machine is spare again instead: `up` stopped before starting
-Ray there), failed machines whose backoff elapsed become spare (or are quarantined), drains
-past their deadline fail, machines whose add was canceled are retired (whatever the add
-started there is stopped) before they are spare."""
+Ray there), active machines Ray reports DEAD, or has not listed for provision_timeout_s while
+the head is ALIVE, are lost, failed machines whose backoff elapsed become spare (or are
+quarantined), drains past their deadline fail, machines whose add was canceled are retired
+(whatever the add started there is stopped) before they are spare."""
 
 from __future__ import annotations
 
 from onprem_ray_agent import transitions
 from onprem_ray_agent.model import ActionKind, Event, Machine, MachineState, ip_sort_key, is_claim
 from onprem_ray_agent.policy.claims import apply_claim, joined_reason
-from onprem_ray_agent.policy.context import Context, Phase, plural, seconds
+from onprem_ray_agent.policy.context import Context, Phase, plural, seconds, utc
 
 S = MachineState
 
@@ -20,6 +21,28 @@ def observe(ctx: Context) -> None:
         machine = ctx.records[ip]
         ctx.current[ip] = machine
         _observe_one(ctx, apply_claim(ctx, machine))
+
+
+def _absent(ctx: Context, machine: Machine) -> None:
+    """An active machine Ray does not list, while the head is ALIVE. After a restart of the
+    head's Ray the GCS starts empty and the workers register again within seconds; one that
+    died meanwhile never does, and the new GCS never reports it DEAD either. It is waited for
+    as long as a machine may take to come up (provision_timeout_s), counted from the first
+    decision that found it absent with the head ALIVE, then lost."""
+    config, now = ctx.config, ctx.now
+    since = ctx.absent_before.get(machine.ip, now)
+    absent_s = now - since
+    limit = config.provision_timeout_s
+    if absent_s > limit:
+        ctx.mark(machine, Event.LOST,
+                 f"not in Ray's node list for {seconds(absent_s)} since {utc(since)} "
+                 f"(provision_timeout_s {limit:g}): its Ray did not register again (after a "
+                 "restart of the head's Ray its node would have); lost")
+        return
+    ctx.absent_since[machine.ip] = since
+    ctx.notes.append(f"{machine.ip} is active but not in Ray's node list yet: waiting for it "
+                     f"to register (absent {seconds(absent_s)}; lost after "
+                     f"provision_timeout_s {limit:g})")
 
 
 def _observe_one(ctx: Context, machine: Machine) -> None:
@@ -44,13 +67,10 @@ def _observe_one(ctx: Context, machine: Machine) -> None:
                  f"not ALIVE in Ray {seconds(now - machine.since)} after the add "
                  f"(provision_timeout_s {config.provision_timeout_s:g})")
     elif state == S.ACTIVE and not alive and ctx.head_alive:
-        # Only a death Ray saw: after a head restart the GCS starts empty and workers
-        # register again by themselves within seconds.
         if machine.ip in ctx.dead:
             ctx.mark(machine, Event.LOST, "Ray reports its node DEAD")
         else:
-            ctx.notes.append(f"{machine.ip} is active but not in Ray's node list yet: "
-                             "waiting for it to register")
+            _absent(ctx, machine)
     elif state == S.FAILED:
         limit = config.quarantine_after_failures
         if limit and machine.failures >= limit:
