@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import re
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -37,6 +38,20 @@ GCS_DOWN_S = 120.0
 RAY_UNIT = "onprem-ray.service"
 LOAD = ("held-0", "held-1")
 METRIC = "onprem_ray_agent_ray_gcs_up"
+AGENT_METRICS_PORT = 9480
+# The head's CPUs held by bench/chaos.py's blocker actor, placed on the head by its node
+# resource (a restarted GCS forgot the one chaos.prepare made; the workers are free now).
+HOLD_HEAD = """
+import sys, ray
+ray.init(address=sys.argv[1], namespace="chaos", logging_level="ERROR")
+@ray.remote
+class Load:
+    def where(self):
+        return ray.util.get_node_ip_address()
+cpus, head = float(sys.argv[2]), sys.argv[3]
+Load.options(name="blocker-0", lifetime="detached", num_cpus=cpus, get_if_exists=True,
+             resources={f"node:{head}": 0.001}).remote()
+"""
 # The agent's log line of an action: "<time> INFO <kind> <ips> (<event>): <reason>".
 ACTED = re.compile(r" INFO (mark|admit|forget|add|retire|cancel) \S+ \(")
 
@@ -57,7 +72,7 @@ def faulty(pool: pools.Pool, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 def load_two_workers(faulty: Faulty) -> set[str]:
     """The head's CPUs held (again: a restarted GCS forgot its actors), then an actor of a
     whole worker on each of two workers; returns their addresses, both active."""
-    blocker = faulty.chaos.ray(chaos.CREATE, "blocker", str(faulty.worker_cpus), "1")
+    blocker = faulty.chaos.ray(HOLD_HEAD, str(faulty.worker_cpus), faulty.chaos.head_ip)
     assert blocker.returncode == 0, blocker.stderr[-2000:]
     placed, error = faulty.chaos.placed("blocker", 1, 120)
     assert placed == [faulty.chaos.head_ip], error
@@ -94,8 +109,9 @@ def ray_restarts(faulty: Faulty, ip: str) -> int:
 
 def gcs_up_metric(faulty: Faulty) -> float | None:
     """The agent's ray_gcs_up gauge, as its metrics endpoint on the head serves it."""
-    out = faulty.chaos.ssh("curl", "-sf", f"http://{faulty.chaos.head_ip}:9480/metrics",
-                           timeout=30).stdout
+    url = f"http://{faulty.chaos.head_ip}:{AGENT_METRICS_PORT}/metrics"
+    with urllib.request.urlopen(url, timeout=30) as response:
+        out = response.read().decode()
     value = next((line.split()[-1] for line in out.splitlines()
                   if line.startswith(METRIC + " ")), None)
     return float(value) if value is not None else None
@@ -162,10 +178,9 @@ def test_the_gcs_down_for_minutes_keeps_the_agents_state_and_resumes_without_ret
         faulty: Faulty) -> None:
     """Fault: the head's Ray stopped for GCS_DOWN_S (two minutes), then started.
     Expected: meanwhile the agent keeps running and reports ray_gcs_up 0, its records stay as
-    they were and it starts no run (the workers' Ray gives up on the lost GCS after a minute
-    and its unit retries); once Ray is back, the workers rejoin within 30 s of the head, with
-    no burst of retirements: the agent marks and runs nothing, and the load made again runs on
-    the same workers."""
+    they were and it starts no run; once Ray is back, the workers rejoin within 30 s of the
+    head, with no burst of retirements: the agent marks and runs nothing, and the load made
+    again runs on the same workers."""
     workers = load_two_workers(faulty)
     records = {m["ip"]: (m["state"], m["since"]) for m in faulty.status()["machines"]}
     restarts = {ip: ray_restarts(faulty, ip) for ip in workers}
@@ -185,9 +200,9 @@ def test_the_gcs_down_for_minutes_keeps_the_agents_state_and_resumes_without_ret
             time.sleep(10)
         assert samples >= 5, samples
         assert runs_since(faulty, since) == []
-        # The workers' Ray gave up on the lost GCS, and systemd keeps starting it again.
-        again = {ip: ray_restarts(faulty, ip) for ip in workers}
-        assert all(again[ip] > restarts[ip] for ip in workers), (restarts, again)
+        # How the workers' Ray waited: reconnecting, or given up and started again by its unit.
+        again = {ip: ray_restarts(faulty, ip) - restarts[ip] for ip in workers}
+        print(f"\nrestarts of the workers' Ray unit while the GCS was down: {again}")
     finally:
         started = time.monotonic()
         faulty.ssh("sudo", "systemctl", "start", RAY_UNIT)
