@@ -214,11 +214,12 @@ def listening(secured: Secured, machine: pools.Machine) -> list[tuple[str, int, 
 SSH_PORT = 22
 NODE_MANAGER_PORT, OBJECT_MANAGER_PORT, AGENT_GRPC_PORT = 6380, 6381, 6382
 WORKER_PORTS = range(10002, 20000)  # ray_min_worker_port..ray_max_worker_port
-# port -> (its process as ss names it, a gRPC method that needs no argument)
+# port -> (its process as ss names it, a gRPC method called with an empty request)
 ANY_ADDRESS = {
     GCS_PORT: ("gcs_server", "/ray.rpc.NodeInfoGcsService/CheckAlive"),
     NODE_MANAGER_PORT: ("raylet", "/ray.rpc.NodeManagerService/GetSystemConfig"),
-    OBJECT_MANAGER_PORT: ("raylet", "/ray.rpc.ObjectManagerService/FreeObjects"),
+    # An empty pull: an object that cannot be local, so nothing is pushed.
+    OBJECT_MANAGER_PORT: ("raylet", "/ray.rpc.ObjectManagerService/Pull"),
     AGENT_GRPC_PORT: ("ray::DashboardA", "/ray.rpc.ReporterService/HealthCheck"),
 }
 # Ray's workers and drivers, whatever their process names (python, ray::IDLE, ray::<Actor>).
