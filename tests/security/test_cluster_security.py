@@ -3,8 +3,9 @@
 - a client without the cluster's token (or with a wrong one) is refused by the GCS, the
   dashboard and the client port, while the same request with the token is served;
 - every listening socket of the head and of a worker is on the node's private address or on
-  loopback (sshd aside): the dashboard, the client server and the agent's metrics answer only
-  on the configured private address;
+  loopback, except sshd and Ray's gRPC servers on their fixed ports (all interfaces in Ray
+  2.60), each of which refuses a client without the token: the dashboard, the client server
+  and the agent's metrics answer only on the configured private address;
 - every file that holds the token or a private key is 0600 (or stricter) and owned by the user
   that needs it, on every node;
 - the token appears in no encoding (raw, base64, JSON-escaped) in the agent's status, its
@@ -205,22 +206,63 @@ def listening(secured: Secured, machine: pools.Machine) -> list[tuple[str, int, 
     return [(address, port, process) for (address, port), process in names.items()]
 
 
-# What may listen on every address, and why: the machine's sshd, and Ray 2.60's gRPC servers
-# (the GCS, the raylet and its workers), which Ray binds to all addresses whatever
-# --node-ip-address says; every call to them needs the cluster token.
-ANY_ADDRESS = {"sshd": "the machine's own SSH server (port 22 only)",
-               "gcs_server": "Ray's GCS (gRPC, token required)",
-               "raylet": "Ray's raylet (gRPC, token required)"}
+# What may listen on all interfaces, by port, and why. Ray 2.60 binds its gRPC servers to all
+# interfaces whatever --node-ip-address says (no setting binds them to one address); every call
+# to them needs the cluster's token, and the role fixes their ports (its defaults) so that a
+# firewall can keep them to the cluster network. Ray's unauthenticated metrics servers, which
+# it also binds to all interfaces, are off by default (ray_metrics_export).
+SSH_PORT = 22
+NODE_MANAGER_PORT, OBJECT_MANAGER_PORT, AGENT_GRPC_PORT = 6380, 6381, 6382
+WORKER_PORTS = range(10002, 20000)  # ray_min_worker_port..ray_max_worker_port
+# port -> (its process as ss names it, a gRPC method called with an empty request)
+ANY_ADDRESS = {
+    GCS_PORT: ("gcs_server", "/ray.rpc.NodeInfoGcsService/CheckAlive"),
+    NODE_MANAGER_PORT: ("raylet", "/ray.rpc.NodeManagerService/GetSystemConfig"),
+    # An empty pull: an object that cannot be local, so nothing is pushed.
+    OBJECT_MANAGER_PORT: ("raylet", "/ray.rpc.ObjectManagerService/Pull"),
+    AGENT_GRPC_PORT: ("ray::DashboardA", "/ray.rpc.ReporterService/HealthCheck"),
+}
+# Ray's workers and drivers, whatever their process names (python, ray::IDLE, ray::<Actor>).
+WORKER_METHOD = "/ray.rpc.CoreWorkerService/NumPendingTasks"
+ALL_INTERFACES = ("0.0.0.0", "::", "*")  # noqa: S104 (addresses read, not bound)
+WILDCARD = ALL_INTERFACES[0]
+
+
+def unmapped(address: str) -> str:
+    """An IPv4 address as a dual-stack socket shows it (::ffff:10.0.0.1), plain."""
+    return address.removeprefix("::ffff:")
+
+
+def on_all_interfaces(socket: tuple[str, int, str]) -> bool:
+    return unmapped(socket[0]) in ALL_INTERFACES
 
 
 def allowed(socket: tuple[str, int, str], private_ip: str) -> bool:
-    """The allow-list: the node's private address, loopback, or a server of ANY_ADDRESS."""
+    """The allow-list: the node's private address, loopback; on all interfaces, sshd on port 22
+    and Ray's gRPC servers on their ports."""
     address, port, process = socket
+    address = unmapped(address)
     if address in (private_ip, "::1") or address.startswith("127."):
         return True
-    if process == "sshd":
-        return port == 22
-    return process in ANY_ADDRESS
+    if address not in ALL_INTERFACES:
+        return False
+    if port == SSH_PORT:
+        return process == "sshd"
+    if port in ANY_ADDRESS:
+        return process == ANY_ADDRESS[port][0]
+    return port in WORKER_PORTS
+
+
+def test_the_allow_list_reads_dual_stack_addresses() -> None:
+    ip = "10.0.0.5"
+    assert allowed(("::ffff:10.0.0.5", 8265, "python"), ip)
+    assert allowed(("::ffff:127.0.0.1", 10001, "python"), ip)
+    assert allowed(("*", GCS_PORT, "gcs_server"), ip)
+    assert allowed((WILDCARD, 10123, "ray::IDLE"), ip)
+    assert not allowed(("*", 44217, "python"), ip)
+    assert not allowed(("::ffff:10.0.0.6", 8265, "python"), ip)
+    assert not allowed((WILDCARD, SSH_PORT, "python"), ip)
+    assert not allowed((WILDCARD, NODE_MANAGER_PORT, "python"), ip)
 
 
 def test_the_dashboard_client_and_metrics_answer_only_on_the_private_address(
@@ -228,27 +270,104 @@ def test_the_dashboard_client_and_metrics_answer_only_on_the_private_address(
     head = secured.head
     sockets = listening(secured, head)
     for port in (DASHBOARD_PORT, CLIENT_PORT, AGENT_METRICS_PORT):
-        addresses = {address for address, p, _ in sockets if p == port}
+        addresses = {unmapped(address) for address, p, _ in sockets if p == port}
         # The private address, and loopback at most (the client server also listens there).
         assert head.ip in addresses and addresses <= {head.ip, "127.0.0.1", "::1"}, \
             (port, sorted(sockets))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "besides its GCS and raylet (gRPC, token required), Ray 2.60 binds its dashboard agent "
-    "(ray::DashboardAgent, which serves node metrics) and, on the head, the autoscaler "
-    "monitor (python) to 0.0.0.0 whatever --node-ip-address says; restricting them needs "
-    "a change in the roles (Ray settings or a firewall), planned after their rework"))
+# A driver on the head holding an actor on the worker: a Ray worker process listens on each
+# node (in the worker port range) while the sockets are listed.
+HOLDER = """
+import sys, time, ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+ray.init(address=sys.argv[1], logging_level="ERROR")
+node = next(n["NodeID"] for n in ray.nodes()
+            if n["Alive"] and n["NodeManagerAddress"] == sys.argv[2])
+@ray.remote(num_cpus=0)
+class Holder:
+    def ping(self):
+        return "pong"
+on_worker = NodeAffinitySchedulingStrategy(node, soft=False)
+holder = Holder.options(scheduling_strategy=on_worker).remote()
+print(ray.get(holder.ping.remote()), flush=True)
+time.sleep(600)
+"""
+# Calls each (address, gRPC method) without and then with the token: prints the status codes.
+GRPC_CALLS = """
+import json, sys, grpc
+token = open(sys.argv[1]).read().strip()
+codes = {}
+for address, method in json.loads(sys.argv[2]):
+    codes[address] = []
+    for metadata in (None, [("authorization", "Bearer " + token)]):
+        with grpc.insecure_channel(address) as channel:
+            try:
+                channel.unary_unary(method)(b"", timeout=10, metadata=metadata)
+                codes[address].append("OK")
+            except grpc.RpcError as err:
+                codes[address].append(err.code().name)
+print(json.dumps(codes))
+"""
+
+
+@pytest.fixture(scope="module")
+def holder(secured: Secured) -> Iterator[pools.Machine]:
+    """The running worker, with an actor of a driver on the head."""
+    worker = running_worker(secured)
+    head = secured.head
+    started = secured.run(head, "sh", "-c",
+                          'nohup "$@" < /dev/null > /tmp/holder.log 2>&1 & echo $!', "holder",
+                          "timeout", "900", *RAY_ENV, PYTHON, "-c", HOLDER,
+                          secured.cluster.gcs, worker.ip)
+    pid = started.stdout.strip()
+    assert pid.isdigit(), started.stderr
+    deadline = time.monotonic() + 180
+    while "pong" not in (log := secured.run(head, "cat", "/tmp/holder.log").stdout):
+        assert time.monotonic() < deadline, log[-2000:]
+        time.sleep(2)
+    yield worker
+    secured.run(head, "kill", pid)
+
+
 @pytest.mark.parametrize("role", ["head", "worker"])
-def test_every_listening_socket_is_on_the_private_address_or_loopback(secured: Secured,
-                                                                      role: str) -> None:
-    machine = secured.head if role == "head" else running_worker(secured)
+def test_every_listening_socket_is_on_the_private_address_or_loopback(
+        secured: Secured, holder: pools.Machine, role: str) -> None:
+    machine = secured.head if role == "head" else holder
     sockets = listening(secured, machine)
-    ports = {port for _, port, _ in sockets}
-    assert GCS_PORT in ports if role == "head" else len(sockets) > 2, sockets
     print(f"\n{role} {machine.ip}: {sorted(sockets)}")
     outside = [s for s in sockets if not allowed(s, machine.ip)]
     assert outside == [], f"listening beyond {machine.ip} and loopback: {outside}"
+    # Ray's gRPC servers are on the role's fixed ports, and a Ray worker process in the range.
+    wildcard = {port for _, port, _ in filter(on_all_interfaces, sockets)}
+    fixed = set(ANY_ADDRESS) - (set() if role == "head" else {GCS_PORT})
+    assert fixed <= wildcard, sorted(sockets)
+    assert wildcard & set(WORKER_PORTS), sorted(sockets)
+
+
+@pytest.mark.parametrize("role", ["head", "worker"])
+def test_every_port_on_all_interfaces_refuses_a_client_without_the_token(
+        secured: Secured, holder: pools.Machine, role: str) -> None:
+    """From the other node: each gRPC server on all interfaces answers UNAUTHENTICATED without
+    the token, and serves the same call with it (so the method exists and the refusal is the
+    token's)."""
+    machine, client = (secured.head, holder) if role == "head" else (holder, secured.head)
+    ports = sorted({port for _, port, _ in filter(on_all_interfaces, listening(secured, machine))}
+                   - {SSH_PORT})
+    assert len(ports) > 3, ports
+    calls = [(f"{machine.ip}:{port}", ANY_ADDRESS[port][1] if port in ANY_ADDRESS
+              else WORKER_METHOD) for port in ports]
+    result = secured.run(client, "sudo", "-u", "ray", PYTHON, "-c", GRPC_CALLS, AUTH_FILE,
+                         json.dumps(calls))
+    assert result.returncode == 0, result.stderr[-2000:]
+    codes = json.loads(result.stdout)
+    print(f"\n{role} {machine.ip} (without the token, with it): {codes}")
+    refused = {address for address, (without, _) in codes.items()
+               if without == "UNAUTHENTICATED"}
+    served = {address for address, (_, with_token) in codes.items()
+              if with_token not in ("UNAUTHENTICATED", "UNIMPLEMENTED", "UNAVAILABLE",
+                                    "DEADLINE_EXCEEDED")}
+    assert refused == served == set(codes), codes
 
 
 # ---------------------------------------------------------------- files with secrets
