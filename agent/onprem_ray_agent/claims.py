@@ -3,8 +3,12 @@
 Each iteration runs holding up-claim.lock: it reads `up`'s claim (up-claim.json), decides and
 acts, then publishes the machines in its runs (runs-under-way.json). up_claim takes the same
 lock to check that none of the workers it starts is in one of the agent's runs and to write
-its claim (and, at the end of a failed `up`, its release), so a claim never lands between the
-agent's reading and its starting a run.
+its claim (and, as `up`'s last task, its end with the workers it released), so a claim never
+lands between the agent's reading and its starting a run.
+
+The claim file stays while the claim is open: the agent reads it every iteration (a restarted
+agent, or a store rebuilt meanwhile, still sees it), and removes it once it is ended and
+applied, or expired.
 """
 
 from __future__ import annotations
@@ -61,12 +65,12 @@ class ClaimBox:
             return None
 
     def consume(self, claim: Claim) -> None:
-        """Remove the claim file once its claim is recorded in the store (if `up` has not
-        written a newer one meanwhile)."""
+        """Remove the claim file once `claim` is ended (or expired) and recorded in the store,
+        if the file still holds `claim` as it was read (not a newer claim, nor its end written
+        meanwhile)."""
         path = self.state_dir / agent_claims.CLAIM_FILE
         with contextlib.suppress(FileNotFoundError):
-            current = self.read()
-            if current is not None and current.claim_id == claim.claim_id:
+            if self.read() == claim:
                 path.unlink()
 
     def publish(self, runs: Mapping[str, str]) -> None:
@@ -81,7 +85,9 @@ class ClaimBox:
 
 def _claim(data: dict) -> Claim:
     claim_id, at, ips = data.get("claim_id"), data.get("at"), data.get("ips")
-    released = data.get("released", [])
+    released, ended = data.get("released", []), data.get("ended", False)
+    if not isinstance(ended, bool):
+        raise ValueError(f"ended is {ended!r}, not true or false")
     if not isinstance(at, int | float) or isinstance(at, bool) or not math.isfinite(at):
         raise ValueError(f"at is {at!r}, not a time")
     for key, value in (("ips", ips), ("released", released)):
@@ -90,4 +96,4 @@ def _claim(data: dict) -> Claim:
     if not isinstance(claim_id, str):
         raise ValueError(f"claim_id is {claim_id!r}")
     return Claim(claim_id=claim_id, at=float(at), ips=frozenset(ips),
-                 released=frozenset(released))
+                 released=frozenset(released), ended=ended)

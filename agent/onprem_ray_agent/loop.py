@@ -220,9 +220,11 @@ class Agent:
             step.acted = list(decision.actions)
         else:
             self._act(decision, machines, step)
-            if claim is not None and self.claims is not None:
-                # Applied and recorded: a claim left behind would hold the same machines
-                # again for a store made anew (--rebuild-state, a removed state file).
+            if claim is not None and self.claims is not None and (
+                    claim.ended or now - claim.at > self.config.provision_timeout_s):
+                # Ended and applied, or expired: it holds nothing any more. An open claim
+                # stays, read every iteration: `up` still runs, and an agent restarted, or a
+                # store made anew (--rebuild-state, a removed state file), sees it too.
                 self.claims.consume(claim)
         report = IterationReport(
             now=now, demand=demand, decision=decision, acted=tuple(step.acted),

@@ -327,13 +327,16 @@ def is_claim(request_id: str) -> bool:
 class Claim:
     """Workers `up` starts Ray on itself, told to the agent before it does: the agent never
     adds them, and records them joining (request id `claim_id`, no run) until Ray lists them
-    ALIVE. Valid for provision_timeout_s from `at`. `released`: those of them `up` ended
-    without bringing ALIVE (it failed there): spare again at once, no longer held."""
+    ALIVE. Valid for provision_timeout_s from `at`. Open (`ended` false) while `up` runs:
+    its workers are not retired as idle. `ended`: `up` has finished (its last task, success
+    or failure); `released`: those of them it ended without bringing ALIVE (it failed
+    there): spare again at once, no longer held."""
 
     claim_id: str
     at: float
     ips: frozenset[str]
     released: frozenset[str] = frozenset()
+    ended: bool = False
 
     def __post_init__(self) -> None:
         if not is_claim(self.claim_id):

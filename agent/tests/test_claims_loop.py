@@ -1,6 +1,7 @@
-"""`up`'s claim (and its release) through the loop: the claim file as up_claim writes it, the
-real store, fakes of Ray and the runner; and the hand-over files' rules (lock, the agent's runs,
-a dead agent)."""
+"""`up`'s claim (and its end, with its release) through the loop: the claim file as up_claim
+writes it, the real store, fakes of Ray and the runner; and the hand-over files' rules (lock,
+the agent's runs, a dead agent). The file stays while the claim is open, and holds `up`'s
+workers from idle retirement, also across an agent's restart and a store made anew."""
 
 from __future__ import annotations
 
@@ -108,26 +109,100 @@ def test_a_claim_lock_the_agent_cannot_open_stops_it_with_the_reason(tmp_path) -
         pass
 
 
-def test_a_recorded_claim_is_removed_so_a_store_made_anew_is_not_claimed_again(world) -> None:
+def end_claim(state_dir, *released: str, at: float | None = None) -> None:
+    """`up`'s last task, as up_claim writes it: the claim ended, `released` out of its ips
+    (written alone when the agent has removed the claim: `at` is then when)."""
+    path = state_dir / agent_claims.CLAIM_FILE
+    current = agent_claims.read_json(str(path)) or {"claim_id": CLAIM_ID, "at": at, "ips": []}
+    agent_claims.write_json(str(path), dict(
+        current, ips=sorted(set(current["ips"]) - set(released)), released=sorted(released),
+        ended=True))
+
+
+def fresh_agent(agent, state_dir, ray, runner, claims, name="fresh.db"):
+    store = StateStore.open(state_dir / name)
+    return Agent(agent.config, store, ray, runner, claims=claims), store
+
+
+def test_an_open_claim_stays_and_an_ended_one_is_removed_once_applied(world) -> None:
+    agent, store, _ray, _runner, claims, state_dir = world
+    write_claim(state_dir, CPU[0])
+    with claims.locked():
+        agent.iterate(NOW)
+        agent.iterate(NOW + 1)
+    assert store.machine(CPU[0]).request_id == CLAIM_ID
+    assert (state_dir / agent_claims.CLAIM_FILE).exists()  # up still runs
+    end_claim(state_dir)
+    with claims.locked():
+        agent.iterate(NOW + 2)
+    assert not (state_dir / agent_claims.CLAIM_FILE).exists()
+
+
+def test_an_open_claim_past_the_provision_timeout_is_removed(world) -> None:
+    agent, _store, _ray, _runner, claims, state_dir = world
+    write_claim(state_dir, CPU[0], at=NOW - agent.config.provision_timeout_s - 1)
+    with claims.locked():
+        agent.iterate(NOW)
+    assert not (state_dir / agent_claims.CLAIM_FILE).exists()
+
+
+def test_a_store_made_anew_while_up_runs_is_claimed_but_not_once_up_ended(world) -> None:
+    """A removed state file (or --rebuild-state) while `up` runs: the open claim still holds
+    the machines `up` starts; once ended and removed, an old claim holds nothing."""
     agent, store, ray, runner, claims, state_dir = world
     write_claim(state_dir, CPU[0])
     with claims.locked():
         agent.iterate(NOW)
     assert store.machine(CPU[0]).request_id == CLAIM_ID
-    assert not (state_dir / agent_claims.CLAIM_FILE).exists()
-    # The store made anew (a removed state file): no claim holds the machine any more, so
-    # demand for it adds it.
-    fresh = StateStore.open(state_dir / "fresh.db")
+    ray.want(1, CPU=4)
+    again, fresh = fresh_agent(agent, state_dir, ray, runner, claims)
     try:
-        again = Agent(config(node_type("cpu", 3), idle_timeout_minutes=1), fresh, ray,
-                      runner, claims=claims)
-        ray.want(1, CPU=4)
         with claims.locked():
             again.iterate(NOW + 5)
+        assert fresh.machine(CPU[0]).request_id == CLAIM_ID  # still up's
+        assert runner.started == []  # it serves the demand: nothing added
+    finally:
+        fresh.close()
+    end_claim(state_dir, CPU[0])  # up ended without it ALIVE
+    with claims.locked():
+        agent.iterate(NOW + 6)
+    assert not (state_dir / agent_claims.CLAIM_FILE).exists()
+    ray.want(0)
+    last, fresh = fresh_agent(agent, state_dir, ray, runner, claims, "last.db")
+    try:
+        ray.want(1, CPU=4)
+        with claims.locked():
+            last.iterate(NOW + 7)
         assert fresh.machine(CPU[0]).request_id != CLAIM_ID
         assert sum(len(run.ips) for run in runner.started) == 1
     finally:
         fresh.close()
+
+
+def test_a_worker_up_started_is_not_retired_as_idle_until_up_ends_its_claim(world) -> None:
+    """The race of issue 14: a short idle timeout (60 s), `up` still waiting for other
+    workers. The agent restarted meanwhile holds it too; once up ends, it retires."""
+    agent, store, ray, runner, claims, state_dir = world
+    write_claim(state_dir, CPU[0], CPU[1])
+    with claims.locked():
+        agent.iterate(NOW)
+    ray.alive("cpu", 1, idle_s=9999)
+    for now in (NOW + 10, NOW + 100, NOW + 200):  # idle 190 s since its join
+        with claims.locked():
+            agent.iterate(now)
+    assert store.machine(CPU[0]).state == S.ACTIVE and runner.started == []
+    restarted = Agent(agent.config, store, ray, runner, claims=claims)
+    with claims.locked():
+        report = restarted.iterate(NOW + 300)
+    assert runner.started == [] and store.machine(CPU[0]).state == S.ACTIVE
+    assert any("has not ended its claim" in note for note in report.decision.notes)
+    end_claim(state_dir, CPU[1])  # the second never came up: released
+    with claims.locked():
+        restarted.iterate(NOW + 310)
+    (retire,) = runner.started
+    assert retire.ips == (CPU[0],) and retire.request_id.startswith("retire-")
+    assert store.machine(CPU[1]).state == S.SPARE
+    assert not (state_dir / agent_claims.CLAIM_FILE).exists()
 
 
 def test_a_newer_claim_written_meanwhile_is_kept(world) -> None:
@@ -154,11 +229,9 @@ def test_workers_a_failed_up_releases_are_spare_at_once_and_the_demand_is_added(
     for now in (NOW + 10, NOW + 20):  # held: up is still starting the first
         agent.iterate(now)
     assert runner.started == [] and store.machine(CPU[0]).state == S.JOINING
-    # up's last task, as up_claim writes it once the agent has removed the claim
-    assert not (state_dir / agent_claims.CLAIM_FILE).exists()
-    agent_claims.write_json(str(state_dir / agent_claims.CLAIM_FILE),
-                            {"claim_id": CLAIM_ID, "at": NOW + 25, "ips": [],
-                             "released": [CPU[0]]})
+    # up's last task ends the claim (still there: it was open), releasing the first
+    assert (state_dir / agent_claims.CLAIM_FILE).exists()
+    end_claim(state_dir, CPU[0])
     report = agent.iterate(NOW + 30)
     (release,) = [a for a in report.acted if a.event.value == "claim_released"]
     assert release.ips == (CPU[0],)
@@ -168,7 +241,7 @@ def test_workers_a_failed_up_releases_are_spare_at_once_and_the_demand_is_added(
     assert len(started.ips) == 1 and CPU[1] not in started.ips
     assert store.machine(started.ips[0]).state == S.JOINING
     assert store.machine(CPU[1]).state == S.ACTIVE
-    assert not (state_dir / agent_claims.CLAIM_FILE).exists()  # the release is spent too
+    assert not (state_dir / agent_claims.CLAIM_FILE).exists()  # ended and applied
 
 
 def test_a_claim_file_with_a_release_that_is_no_list_is_refused(tmp_path) -> None:
@@ -179,3 +252,10 @@ def test_a_claim_file_with_a_release_that_is_no_list_is_refused(tmp_path) -> Non
     agent_claims.write_json(str(tmp_path / agent_claims.CLAIM_FILE),
                             {"claim_id": CLAIM_ID, "at": NOW, "ips": [], "released": [CPU[0]]})
     assert claims.read().released == frozenset({CPU[0]})
+    assert not claims.read().ended
+    agent_claims.write_json(str(tmp_path / agent_claims.CLAIM_FILE),
+                            {"claim_id": CLAIM_ID, "at": NOW, "ips": [], "ended": "yes"})
+    assert claims.read() is None
+    agent_claims.write_json(str(tmp_path / agent_claims.CLAIM_FILE),
+                            {"claim_id": CLAIM_ID, "at": NOW, "ips": [], "ended": True})
+    assert claims.read().ended

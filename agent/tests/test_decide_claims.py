@@ -1,7 +1,8 @@
 """`up` and the agent at the same time: the workers `up` claims are never added by the agent,
-join as "seen ALIVE in Ray" (never adopted), a claim expires, and those a failed `up` releases
-are spare again at once; idle time counts from the agent's first sight of a machine ALIVE, so
-a worker that just joined is not retired as idle."""
+join as "seen ALIVE in Ray" (never adopted), are not retired as idle while the claim is open,
+a claim expires, and those a failed `up` releases are spare again at once; idle time counts
+from the agent's first sight of a machine ALIVE, so a worker that just joined is not retired
+as idle."""
 
 from __future__ import annotations
 
@@ -32,9 +33,10 @@ def cfg(**kwargs):
     return config(node_type("cpu", 3), idle_timeout_minutes=5, **kwargs)
 
 
-def claim(*indexes: int, at: float = NOW - 10, released: tuple[int, ...] = ()) -> Claim:
+def claim(*indexes: int, at: float = NOW - 10, released: tuple[int, ...] = (),
+          ended: bool = False) -> Claim:
     return Claim(claim_id=CLAIM_ID, at=at, ips=frozenset(ip("cpu", i) for i in indexes),
-                 released=frozenset(ip("cpu", i) for i in released))
+                 released=frozenset(ip("cpu", i) for i in released), ended=ended)
 
 
 def decide_with(config, machines, snap, claimed: Claim | None = None, now: float = NOW):
@@ -198,6 +200,94 @@ def test_a_claimed_join_is_never_canceled() -> None:
     canceled = decide(cfg(), added, snapshot(), NOW, running_adds={"add-cpu-1"},
                       unneeded_since={"add-cpu-1": NOW - 1000})
     assert len(canceled.of_kind(ActionKind.CANCEL)) == 1
+
+
+# ---------------------------------------------------------------- held while up runs
+
+
+def idle_claimed(*indexes: int, joined_ago: float = 400.0) -> list:
+    """Machines that joined under the claim `joined_ago` s ago (idle timeout 300 s)."""
+    return [machine("cpu", i, "active", request_id=CLAIM_ID, since=NOW - joined_ago)
+            for i in indexes]
+
+
+def idle_workers(*indexes: int):
+    return snapshot(*(worker("cpu", i, idle_s=9999) for i in indexes))
+
+
+def test_an_open_claim_holds_an_idle_worker_up_started() -> None:
+    """`up` may still be waiting for it (or for other workers): not retired as idle."""
+    decision = decide_with(cfg(), idle_claimed(1, 2), idle_workers(1, 2),
+                           claim(1, 2, at=NOW - 500))
+    assert retired(decision) == {}
+    (note,) = [n for n in decision.notes if "has not ended its claim" in n]
+    assert ip("cpu", 1) in note and ip("cpu", 2) in note and CLAIM_ID in note
+
+
+def test_an_ended_claim_holds_nothing_and_the_idle_time_counts_from_the_join() -> None:
+    decision = decide_with(cfg(), idle_claimed(1, 2), idle_workers(1, 2),
+                           claim(1, 2, at=NOW - 500, ended=True))
+    assert retired(decision) == {ip("cpu", 1): "idle_expired", ip("cpu", 2): "idle_expired"}
+    # joined 100 s ago: not idle for long yet, ended or not
+    young = decide_with(cfg(), idle_claimed(1, joined_ago=100), idle_workers(1),
+                        claim(1, at=NOW - 500, ended=True))
+    assert retired(young) == {}
+
+
+def test_without_a_claim_the_same_idle_workers_retire() -> None:
+    decision = decide_with(cfg(), idle_claimed(1, 2), idle_workers(1, 2), None)
+    assert set(retired(decision)) == {ip("cpu", 1), ip("cpu", 2)}
+
+
+def test_an_open_claim_older_than_the_provision_timeout_holds_nothing() -> None:
+    """`up` stopped without ending it (killed, or Ansible ended the run first)."""
+    expired = decide_with(cfg(), idle_claimed(1), idle_workers(1),
+                          claim(1, at=NOW - PROVISION_S - 1))
+    assert retired(expired) == {ip("cpu", 1): "idle_expired"}
+    young = decide_with(cfg(), idle_claimed(1), idle_workers(1),
+                        claim(1, at=NOW - PROVISION_S + 1))
+    assert retired(young) == {}
+
+
+def test_an_open_claim_holds_only_the_workers_it_names() -> None:
+    """A worker released from it, or not in it (the agent's own), retires as usual."""
+    machines = [*idle_claimed(1, 2),
+                machine("cpu", 3, "active", request_id="add-cpu-1", since=NOW - 400)]
+    decision = decide_with(cfg(), machines, idle_workers(1, 2, 3),
+                           claim(1, 2, at=NOW - 500, released=(2,)))
+    assert set(retired(decision)) == {ip("cpu", 2), ip("cpu", 3)}
+
+
+def test_an_open_claim_holds_an_active_worker_it_names_from_before_the_claim() -> None:
+    """Already running when `up` claimed it (or recorded active by a store rebuilt since):
+    `up` starts Ray there too, and waits for it."""
+    for since, request_id in ((NOW - 1000, "add-cpu-1"), (NOW - 400, "")):
+        machines = [machine("cpu", 1, "active", request_id=request_id, since=since)]
+        decision = decide_with(cfg(), machines, idle_workers(1), claim(1, at=NOW - 500))
+        assert retired(decision) == {}, (since, request_id)
+
+
+def test_an_open_claim_spent_at_a_machine_is_not_applied_again() -> None:
+    """The claim file stays while `up` runs: a machine that joined under it and was retired
+    since (e.g. above max_workers) is spare with another run's id: not claimed again."""
+    machines = [machine("cpu", 1, "spare", request_id="retire-cpu-1", since=NOW - 100)]
+    snap = snapshot(pending=[bundles({"CPU": 4})])
+    decision = decide_with(cfg(), machines, snap, claim(1, at=NOW - 500))
+    assert marked(decision) == {} and decision.ips_of(ActionKind.ADD) == (ip("cpu", 1),)
+    # released under it already (it names the claim): not claimed again either
+    machines = [machine("cpu", 1, "spare", request_id=CLAIM_ID, since=NOW - 100)]
+    decision = decide_with(cfg(), machines, snap, claim(1, at=NOW - 500))
+    assert marked(decision) == {} and decision.ips_of(ActionKind.ADD) == (ip("cpu", 1),)
+
+
+def test_a_store_rebuilt_while_up_runs_is_claimed_again() -> None:
+    """--rebuild-state records every machine anew (no request id), after the claim: `up`
+    still starts Ray on the spare ones, so the agent must not add them."""
+    machines = [machine("cpu", 1, "spare", since=NOW - 100)]
+    snap = snapshot(pending=[bundles({"CPU": 4})])
+    decision = decide_with(cfg(), machines, snap, claim(1, at=NOW - 500))
+    assert marked(decision) == {ip("cpu", 1): "claimed"}
+    assert decision.ips_of(ActionKind.ADD) == ()
 
 
 # ---------------------------------------------------------------- released by a failed up

@@ -106,7 +106,7 @@ class Context:
     # last decision found, and as this one finds.
     absent_before: Mapping[str, float] = field(default_factory=dict)
     absent_since: dict[str, float] = field(default_factory=dict)
-    # Workers `up` starts Ray on itself (None: no claim, or it expired).
+    # Workers `up` starts Ray on itself (None: no claim, or it expired); held while open.
     claim: Claim | None = None
     # (phase, kind, event, node type, reason) -> IPs, in the order first recorded
     _actions: dict[tuple[Phase, ActionKind, Event, str, str], list[str]] = field(
@@ -158,6 +158,12 @@ class Context:
     def claimed(self, ip: str) -> bool:
         """Whether `up` claims `ip` (it starts Ray there itself)."""
         return self.claim is not None and ip in self.claim.ips - self.claim.released
+
+    def held_by_up(self, machine: Machine) -> bool:
+        """Whether `up`'s open claim holds `machine` (not retired as idle): `up` started Ray
+        there and has not ended its claim, so it may still be waiting for it. At most
+        provision_timeout_s after the claim (`build` drops an older one)."""
+        return self.claim is not None and not self.claim.ended and self.claimed(machine.ip)
 
     def idle_s(self, machine: Machine) -> float:
         """How long an active machine has been idle: Ray's idle duration counts from Ray's

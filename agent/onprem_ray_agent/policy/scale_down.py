@@ -1,7 +1,9 @@
 """Policy 4, scale down: retire above max_workers, then machines idle past their type's
 timeout that host no demand, never below min_workers. A machine's idle time is Ray's idle
 duration, at most the time since the agent first saw it ALIVE (`Context.idle_s`): Ray counts
-from its start there, so a worker `up` started minutes before it registered is not idle yet."""
+from its start there, so a worker `up` started minutes before it registered is not idle yet.
+A worker `up`'s open claim names is not retired as idle until `up` ends the claim (at most
+provision_timeout_s after it, `Context.held_by_up`): `up` may still be waiting for it."""
 
 from __future__ import annotations
 
@@ -110,6 +112,7 @@ class _ScaleDown:
         # request_resources(), never below min_workers; the longest idle go first.
         idle: list[Machine] = []
         kept_for_demand: list[str] = []
+        kept_for_up: list[str] = []
         kept_for_min: dict[str, list[str]] = {}
         idle_s = {}
         for machine in self._active():
@@ -118,12 +121,20 @@ class _ScaleDown:
             idle_s[machine.ip] = self.ctx.idle_s(machine)
             if idle_s[machine.ip] <= self.config.idle_timeout_of(machine.node_type):
                 continue
+            if self.ctx.held_by_up(machine):
+                kept_for_up.append(f"{machine.ip} idle {seconds(idle_s[machine.ip])}")
+                continue
             sim = self.sim_by_ip.get(machine.ip)
             if sim is not None and sim.hosts_demand:
                 kept_for_demand.append(f"{machine.ip} idle {seconds(idle_s[machine.ip])}")
                 continue
             idle.append(machine)
         note_list(self.ctx.notes, kept_for_demand, "kept, as pending demand fits there")
+        if kept_for_up and self.ctx.claim is not None:
+            note_list(self.ctx.notes, kept_for_up,
+                      f"kept, as up started Ray there and has not ended its claim "
+                      f"{self.ctx.claim.claim_id} (held until it ends, at most "
+                      f"provision_timeout_s {self.config.provision_timeout_s:g} after it)")
         idle.sort(key=self._termination_order)
         chosen: dict[str, list[Machine]] = {}
         for machine in idle:
