@@ -9,8 +9,9 @@ agent's state directory. Shared by the module up_claim and the agent (standard l
 - runs-under-way.json: written by the agent under the lock: its pid and, for every machine in
   one of its add or retire runs, the run's id.
 - up-claim.json: written by up_claim under the lock: the claim's id ("up-..."), when it was
-  written (the head's clock), the addresses `up` starts Ray on, and (rewritten by `up`'s
-  release) those it ended without bringing ALIVE.
+  written (the head's clock), the addresses `up` starts Ray on; rewritten by `up`'s last task
+  with "ended": true and "released": those it ended without bringing ALIVE (taken out of the
+  addresses). The agent removes it once it is ended and applied, or expired.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 #!/usr/bin/python
 # Copyright: onprem.ray maintainers
 # Apache License 2.0 (see LICENSE or https://www.apache.org/licenses/LICENSE-2.0)
-"""Tell the head's agent which workers `up` starts Ray on (up's claim), and which of them it
-did not bring ALIVE in the end (the release)."""
+"""Tell the head's agent which workers `up` starts Ray on (up's claim), and, as `up`'s last
+step, that it has ended (with those of them it did not bring ALIVE: the release)."""
 
 from __future__ import annotations
 
@@ -20,31 +20,38 @@ description:
     writes holding the claim lock the agent holds for each of its iterations.
   - Creates the state directory (mode 0700, owned by O(owner)) when the agent is not installed
     yet (the first C(up)); the agent reads the claim when it starts.
-  - With O(state=released), run last by C(up) for the claimed workers it did not bring ALIVE
-    (they failed a step, or its wait), marks them released in the claim O(claim_id), under the
-    same lock. The agent then records each one it holds joining under that claim spare again
-    at once, with no failure counted (C(up) reports that failure), unless Ray lists it ALIVE;
-    one it has not recorded under the claim yet is never claimed. A release for a claim that
-    a newer one has replaced changes nothing (the newer claim decides).
+  - The claim stays open while C(up) runs, and the agent does not retire the workers it names
+    as idle meanwhile, since C(up) may still be waiting for them. It ends with
+    O(state=ended), or expires C(provision_timeout_s) after it was written.
+  - With O(state=ended), run last by C(up) whether it succeeded or failed, marks the claim
+    O(claim_id) ended, under the same lock, with O(ips) (the claimed workers this run did not
+    bring ALIVE, that failed a step or its wait; possibly none) released. The agent then
+    retires idle workers as usual, and records each released one it holds joining under that
+    claim spare again at once, with no failure counted (C(up) reports that failure), unless
+    Ray lists it ALIVE; one it has not recorded under the claim yet is never claimed. The end
+    of a claim that a newer one has replaced changes nothing (the newer claim decides); the
+    end of one the agent has removed (it expired) writes only its release, if any.
 version_added: 0.1.0
 author: onprem.ray maintainers (@onprem-ray)
 options:
   ips:
     description:
       - The workers' addresses (as the cluster file names them) that this run starts.
-      - With O(state=released), those of them this run did not bring ALIVE.
+      - With O(state=ended), those of them this run did not bring ALIVE (may be empty).
     type: list
     elements: str
     required: true
   state:
     description:
-      - V(present) claims O(ips); V(released) releases O(ips) from the claim O(claim_id).
+      - V(present) claims O(ips); V(ended) ends the claim O(claim_id), releasing O(ips).
+      - V(released) is the former name of V(ended), kept for playbooks that use it; it ends
+        the claim too.
     type: str
-    choices: [present, released]
+    choices: [present, ended, released]
     default: present
   claim_id:
-    description: The claim to release from (RV(claim_id) of the claim); required with
-      O(state=released).
+    description: The claim to end (RV(claim_id) of the claim); required with O(state=ended)
+      and O(state=released).
     type: str
   state_dir:
     description: The agent's state directory (role variable C(head_agent_state_dir)).
@@ -77,9 +84,9 @@ EXAMPLES = r"""
   become: true
   register: up_claim
 
-- name: Release the claimed workers this run did not bring ALIVE
+- name: End the claim; release the claimed workers this run did not bring ALIVE
   onprem.ray.up_claim:
-    state: released
+    state: ended
     claim_id: "{{ up_claim.claim_id }}"
     ips: [10.0.0.12]
     owner: debian
@@ -92,7 +99,7 @@ RETURN = r"""
 claim_id:
   description: The claim's id (C(up-<time>-<random>)); the agent records it as the claimed
     machines' request id.
-  returned: changed, or O(state=released)
+  returned: changed, or O(state=ended)
   type: str
 waited_for:
   description: The agent's runs this run waited for, by worker address.
@@ -101,9 +108,14 @@ waited_for:
 released:
   description: The addresses the claim has released, these and earlier ones (empty when a
     newer claim replaced it, or there is no state directory).
-  returned: O(state=released)
+  returned: O(state=ended)
   type: list
   elements: str
+ended:
+  description: Whether the claim holds nothing any more (ended now or before, or removed by
+    the agent); false when a newer claim replaced it, or there is no state directory.
+  returned: O(state=ended)
+  type: bool
 """
 
 import os
@@ -130,61 +142,65 @@ def ensure_state_dir(path, owner, check):
     return True, user.pw_uid, user.pw_gid
 
 
-def release(module, ips):
-    """Mark `ips` released in the claim module.params['claim_id'] (state=released).
+def end(module, ips):
+    """End the claim module.params['claim_id'], releasing `ips` (state=ended).
 
-    The claim file is rewritten whether or not the agent has read (and removed) it: unread, the
-    released addresses leave its ips, so the agent never claims them; read, a file with no ips
-    carries the release alone. A newer claim in the file is left as it is."""
+    The claim file is rewritten while the agent still has it (the claim is open): the released
+    addresses leave its ips, so the agent never claims them, and it is marked ended, so the
+    agent lets go of the rest and then removes it. When the agent has removed it (expired), a
+    file with the release alone (ended, no ips) is written if there is one to tell. A newer
+    claim in the file is left as it is."""
     state_dir, claim_id = module.params["state_dir"], module.params["claim_id"]
     if not claim_id.startswith("up-"):
         module.fail_json(msg=f"claim_id {claim_id!r} is no claim of up (up-<time>-<random>)")
     if not os.path.isdir(state_dir):  # no claim was ever written here
-        module.exit_json(changed=False, claim_id=claim_id, released=[])
+        module.exit_json(changed=False, claim_id=claim_id, released=[], ended=False)
     stat = os.stat(state_dir)
     path = os.path.join(state_dir, agent_claims.CLAIM_FILE)
     try:
         with agent_claims.locked(state_dir, LOCK_TIMEOUT_S, stat.st_uid, stat.st_gid):
             current = agent_claims.read_json(path)
             if current is not None and current.get("claim_id") != claim_id:
-                module.exit_json(changed=False, claim_id=claim_id, released=[],
+                module.exit_json(changed=False, claim_id=claim_id, released=[], ended=False,
                                  msg=f"the claim {current.get('claim_id')} of a later up "
                                      "replaced this one: it decides")
-            if current is None:  # the agent has read the claim: the release goes alone
+            if current is None:  # the agent removed it: it holds nothing but a release
+                if not ips:
+                    module.exit_json(changed=False, claim_id=claim_id, released=[],
+                                     ended=True)
                 current = {"claim_id": claim_id, "at": time.time(), "ips": []}
-            before = sorted(set(current.get("released") or []))
-            after = sorted(set(before) | set(ips))
+            after = sorted(set(current.get("released") or []) | set(ips))
             kept = sorted(set(current.get("ips") or []) - set(after))
-            changed = after != before or kept != sorted(set(current.get("ips") or []))
+            ended = dict(current, ips=kept, released=after, ended=True)
+            changed = ended != current
             if changed and not module.check_mode:
-                agent_claims.write_json(path, dict(current, ips=kept, released=after),
-                                        stat.st_uid, stat.st_gid)
+                agent_claims.write_json(path, ended, stat.st_uid, stat.st_gid)
     except agent_claims.LockTimeout as err:
         module.fail_json(msg=f"the agent holds its claim lock too long: {err}; is it stuck? "
                              "(journalctl -u onprem-ray-agent)")
     except (OSError, TypeError, ValueError) as err:
-        module.fail_json(msg=f"the release of claim {claim_id} in {state_dir} cannot be "
+        module.fail_json(msg=f"the end of claim {claim_id} in {state_dir} cannot be "
                              f"written: {err}")
-    module.exit_json(changed=changed, claim_id=claim_id, released=after)
+    module.exit_json(changed=changed, claim_id=claim_id, released=after, ended=True)
 
 
 def main():
     module = AnsibleModule(
         argument_spec={
             "ips": {"type": "list", "elements": "str", "required": True},
-            "state": {"type": "str", "choices": ["present", "released"],
+            "state": {"type": "str", "choices": ["present", "ended", "released"],
                       "default": "present"},
             "claim_id": {"type": "str"},
             "state_dir": {"type": "path", "default": "/var/lib/onprem-ray/agent"},
             "owner": {"type": "str", "default": "root"},
             "timeout": {"type": "int", "default": 900},
         },
-        required_if=[("state", "released", ["claim_id"])],
+        required_if=[("state", "ended", ["claim_id"]), ("state", "released", ["claim_id"])],
         supports_check_mode=True,
     )
     ips = sorted(set(module.params["ips"]))
-    if module.params["state"] == "released":
-        release(module, ips)
+    if module.params["state"] in ("ended", "released"):  # released: the former name
+        end(module, ips)
     state_dir = module.params["state_dir"]
     try:
         created, uid, gid = ensure_state_dir(state_dir, module.params["owner"],

@@ -3,11 +3,16 @@ unit on the head, `up` through ansible-playbook over real SSH.
 
 `up` owns the workers it starts (it tells the agent first, onprem.ray.up_claim); the agent
 never adds them, records them joined when Ray lists them ("seen ALIVE in Ray", never
-"adopted"), and counts their idle time from that join. A worker the agent is adding when `up`
-comes stays the agent's: `up` waits for that run, then claims the others.
+"adopted"), retires none of them as idle until `up` ends its claim (its last task), and then
+counts their idle time from that join. A worker the agent is adding when `up` comes stays the
+agent's: `up` waits for that run, then claims the others.
 
 1. The first `up` of a fresh pool, the agent on by default, every worker started, a short idle
-   timeout: `up` succeeds, every worker is ALIVE at its end, the agent added none of them.
+   timeout: `up` succeeds, every worker is ALIVE at its end, the agent added none of them, and
+   `up` ended its claim (the agent removed the claim file).
+1b. An `up` over running workers that takes longer than the idle timeout, its claim and its
+   end made by the module as `up`'s tasks make them: no worker is retired while the claim is
+   open, idle as they are; once ended, they retire.
 2. The agent running with demand pending (it is adding a worker), `up` starts every worker:
    the same, and the agent's add was not doubled.
 3. `up` fails on one worker after its claim (a setup command fails there): `up` releases it,
@@ -18,6 +23,7 @@ comes stays the agent's: `up` waits for that run, then claims the others.
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import time
@@ -30,12 +36,13 @@ import yaml
 
 from tests.cluster import Cluster, recap
 from tests.pool import pool as pools
-from tests.pool.wheelhouse import ensure_wheelhouse
+from tests.pool.wheelhouse import REPO_ROOT, ensure_wheelhouse
 
 pytestmark = [pytest.mark.pool, pytest.mark.e2e]
 
 IDLE_TIMEOUT_MINUTES = 0.5
 STATE_DIR = "/var/lib/onprem-ray/agent"
+CLAIM_FILE = f"{STATE_DIR}/up-claim.json"
 # A worker setup command that fails where this file exists (test 3 makes it on one worker).
 FAIL_MARK = "/var/tmp/onprem-ray-test-fail-setup"
 RAY_USER = ["sudo", "-u", "ray", "env", "RAY_AUTH_MODE=token",
@@ -84,6 +91,21 @@ class Head:
 
     def now(self) -> str:
         return self.ssh("date", "+%s").strip()
+
+    def claim_file(self) -> bool:
+        return self.ssh("sudo", "sh", "-c", f"test -e {CLAIM_FILE} && echo yes || echo no"
+                        ).strip() == "yes"
+
+    def up_claim(self, **args: Any) -> dict[str, Any]:
+        """onprem.ray.up_claim on the head, as `up`'s tasks run it (ad hoc)."""
+        env = {**os.environ, "ANSIBLE_CONFIG": str(REPO_ROOT / "ansible.cfg"),
+               "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0"}
+        argv = ["ansible", "-i", str(self.cluster.inventory), "ray_head", "-b", "-o",
+                "-m", "onprem.ray.up_claim", "-a", json.dumps(args)]
+        result = subprocess.run(argv, cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+                                timeout=600, check=False)
+        assert result.returncode == 0, f"{result.stdout[-3000:]}{result.stderr[-3000:]}"
+        return json.loads(result.stdout.split("=>", 1)[1])
 
     def ray(self, script: str, *args: str) -> None:
         self.ssh(*RAY_USER, script, self.cluster.gcs, *args, timeout=180)
@@ -164,6 +186,42 @@ def test_the_first_up_starts_every_worker_with_the_agent_on(head: Head) -> None:
     for worker in head.pool.workers:
         assert re.search(rf"mark [^(]*\b{re.escape(worker.ip)}\b[^(]*\(joined\): seen ALIVE "
                          r"in Ray \(started by up", log), log[-4000:]
+    # up's last task ended the claim (it succeeded): the agent applied the end and removed it
+    head.wait("up's claim ended and removed", lambda: not head.claim_file(), timeout=60)
+
+
+def test_workers_up_started_are_not_retired_as_idle_until_up_ends_its_claim(
+        head: Head) -> None:
+    """The race of issue 14: `up` (here over running workers) still at work after its workers
+    have been idle longer than the idle timeout (30 s)."""
+    workers = {m.ip for m in head.pool.workers}
+    # Every worker running Ray and busy: more one-CPU actors than the cluster has CPUs (the
+    # agent adds any worker retired since the first test).
+    head.ray(CREATE_ACTORS, "16")
+    head.wait("every worker ALIVE", lambda: head.workers_alive() == workers, timeout=600)
+    head.wait("no run of the agent under way", lambda: not head.status()["running"],
+              timeout=600)
+    claimed = head.up_claim(ips=sorted(workers))  # up's claim task
+    assert claimed["waited_for"] == {}, claimed
+    since = head.now()
+    head.ray(KILL_ACTORS, "16")  # idle from now on, while up goes on
+    # up still at work: twice the idle timeout and more, no worker retired, all ALIVE.
+    deadline = time.monotonic() + 4 * IDLE_TIMEOUT_MINUTES * 60
+    while time.monotonic() < deadline:
+        assert head.workers_alive() == workers
+        time.sleep(5)
+    log = head.journal(since)
+    assert "retire " not in log and "(idle_expired)" not in log, log[-4000:]
+    assert head.claim_file()  # open: the agent keeps it
+    ended = head.up_claim(state="ended", claim_id=claimed["claim_id"], ips=[])  # up's last task
+    assert ended["ended"] and ended["released"] == [], ended
+    # Ended: the idle workers retire at once, as usual, and the claim file goes.
+    head.wait("the idle workers retired", lambda: head.workers_alive() == set(), timeout=300)
+    assert not head.claim_file()
+    log = head.journal(since)
+    for worker in workers:
+        assert re.search(rf"retire [^(]*\b{re.escape(worker)}\b[^(]*\(idle_expired\)", log), \
+            log[-4000:]
 
 
 def test_up_while_the_agent_adds_a_worker_for_pending_demand(head: Head) -> None:
@@ -219,12 +277,13 @@ def test_a_failed_up_releases_the_worker_it_did_not_start(head: Head, tmp_path) 
     counts = recap(result.stdout)
     assert result.returncode != 0 and counts[failing.ip]["failed"] == 1, result.stdout[-4000:]
     assert all(counts[m.ip]["failed"] == 0 for m in [*others, head.pool.head]), counts
-    assert "Release the claimed workers this run did not bring ALIVE" in result.stdout
+    assert "End the claim, releasing the workers not brought ALIVE" in result.stdout
 
     def record() -> dict[str, Any]:
         return {m["ip"]: m for m in head.status()["machines"]}[failing.ip]
     head.wait(f"{failing.ip} released by up", lambda: record()["state"] == "spare"
               and record()["reason"].startswith("up (claim "), timeout=30)
+    head.wait("up's claim ended and removed", lambda: not head.claim_file(), timeout=30)
     log = head.journal(since)
     for event in ("claimed", "claim_released"):  # joining under the claim, then released
         assert re.search(rf"mark [^(]*\b{re.escape(failing.ip)}\b[^(]*\({event}\)", log), \
