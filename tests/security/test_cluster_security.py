@@ -416,8 +416,10 @@ def test_the_token_is_in_no_encoding_in_the_agents_status_metrics_and_artifacts(
     runs = secured.run(head, "sudo", "find", f"{STATE_DIR}/runner/artifacts", "-type", "f")
     artifacts = runs.stdout.split()
     assert any("retire" in path for path in artifacts), artifacts  # the retire runs' files
-    dump = secured.run(head, "sudo", "sh", "-c", f"cat $(find {STATE_DIR} -type f "
-                       "! -name '*.db' ! -name '*.db-*')", timeout=300).stdout
+    # Every file, binary ones too (Ansible's caches): read as bytes, searched as Latin-1.
+    dump = base64.b64decode(secured.run(
+        head, "sudo", "sh", "-c", f"cat $(find {STATE_DIR} -type f ! -name '*.db' "
+        "! -name '*.db-*') | base64 -w0", timeout=300).stdout).decode("latin-1")
     database = secured.run(head, "sudo", "sh", "-c",
                            f"cat {STATE_DIR}/state.db {STATE_DIR}/state.db-wal 2>/dev/null "
                            "| base64 -w0").stdout
