@@ -14,6 +14,7 @@ load: detached actors of a whole worker each, restarted by Ray when their node d
 
 from __future__ import annotations
 
+import subprocess
 import time
 from collections.abc import Iterator
 
@@ -21,7 +22,7 @@ import pytest
 import yaml
 
 from tests.cluster import forget_agent, stop_workers
-from tests.faulty import KILL, Faulty, chaos, ssh_established, subprocess_quiet
+from tests.faulty import HEAD_CLUSTER_FILE, KILL, Faulty, chaos, ssh_established, subprocess_quiet
 from tests.pool import pool as pools
 from tests.pool.wheelhouse import ensure_wheelhouse
 
@@ -31,8 +32,9 @@ WORKER_CPUS = 2
 IDLE_S = 10.0
 PROVISION_TIMEOUT_S = 45
 CUT_S = 30
+QUARANTINE_AFTER = 3
 SETTINGS = {**chaos.AGENT_SETTINGS, "head_agent_provision_timeout": str(PROVISION_TIMEOUT_S),
-            "head_agent_quarantine_after": "3"}
+            "head_agent_quarantine_after": str(QUARANTINE_AFTER)}
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +59,7 @@ def faulty(pool: pools.Pool, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         subprocess_quiet(["docker", "start", machine.container])
         subprocess_quiet(["docker", "network", "connect", "--ip", machine.ip, pool.network,
                           machine.container])
-    made.ray(KILL, "cut-add", "hung", "served", "job", "steady")
+    made.ray(KILL, "cut-add", "hung", "served", "job", "steady", "swapped")
     chaos.release(made)
 
 
@@ -185,3 +187,124 @@ def test_a_worker_cut_off_for_30_s_while_running_work_rejoins_with_nothing_lost(
     marks = [line for line in faulty.journal(since).splitlines() if f"mark {target} " in line]
     assert not marks, marks
     faulty.kill_actors("steady")
+
+
+def test_a_machine_swapped_behind_a_known_address_is_refused_then_quarantined(
+        faulty: Faulty) -> None:
+    """Fault: the slow machine answers with new SSH host keys (made anew, sshd restarted, its
+    SSH sessions ended: a replaced machine takes them along), as another machine behind its
+    address would; then demand for tier=slow, which only it can serve.
+    Expected: each add of it ends with the machine failed, "SSH host key changed for <ip>" and
+    what to do as its reason; nothing is sent to it (its sshd sees the head's connections close
+    before any login); after its backoff it is added again and fails the same way, and after
+    quarantine_after_failures (3) it is quarantined with a reason quoting that error; no other
+    machine is in a run meanwhile. Then the operator's fix: the old key removed from the
+    known_hosts the head's agent uses (ssh-keygen -R), the controller given the new key
+    (checked over a channel it trusts), and `up` with ray_up_workers=all, which records the
+    new key on the head and starts Ray there; the agent adopts the quarantined machine Ray
+    lists ALIVE (nothing else releases a quarantined machine), the demand is served, and
+    nothing is lost."""
+    ip, slow = faulty.slow, faulty.machine(faulty.slow)
+    faulty.wait("every worker spare and not in Ray, no run under way",
+                lambda: set(faulty.states().values()) == {"spare"} and not faulty.status()[
+                    "running"] and not faulty.alive(), timeout=300)
+    fast_before = {a: (faulty.record(a)["state"], faulty.record(a)["since"])
+                   for a in faulty.fast}
+    old_key = pools.host_key_line(slow)
+    since = faulty.now()
+    try:
+        swap_host_keys(slow)
+        assert pools.host_key_line(slow) != old_key
+        faulty.wait(f"no SSH session open on {ip}", lambda: not ssh_sessions(slow), timeout=60)
+        faulty.create("swapped", selector={"tier": "slow"})
+        faulty.wait(f"{ip} quarantined", lambda: faulty.record(ip)["state"] == "quarantined",
+                    timeout=300)
+        record = faulty.record(ip)
+        assert record["reason"].startswith(f"{QUARANTINE_AFTER} consecutive failures; last "
+                                           f"error: SSH host key changed for {ip} ("), record
+        for told in ("nothing was sent to it", f"ssh-keygen -R {ip}", "run up"):
+            assert told in record["reason"], record
+        said = record["last_error"].partition("\nssh said: ")[2]
+        assert "Host key verification failed" in said, record
+        log = faulty.journal(since)
+        refused = [line for line in log.splitlines()
+                   if f"{ip} unreachable: SSH host key changed for {ip} (" in line]
+        assert len(refused) == QUARANTINE_AFTER, log[-5000:]
+        assert f"mark {ip} (quarantine)" in log, log[-5000:]
+        assert len([line for line in log.splitlines()
+                    if f"mark {ip} (backoff_elapsed)" in line]) == QUARANTINE_AFTER - 1, log
+        runs = [(r["kind"], r["ips"], r["hosts"]) for r in faulty.status()["recent_runs"]
+                if r["started"] >= since]
+        assert runs == [("add", [ip], {ip: "unreachable"})] * QUARANTINE_AFTER, (runs, log)
+        # Nothing was sent: the head's connections reached sshd and closed before any login.
+        sshd = sshd_log(slow, since)
+        assert "Accepted" not in sshd, sshd
+        closed = [line for line in sshd.splitlines()
+                  if f"closed by {faulty.chaos.head_ip} " in line and "[preauth]" in line]
+        assert len(closed) >= QUARANTINE_AFTER, sshd
+        assert {a: (faulty.record(a)["state"], faulty.record(a)["since"])
+                for a in faulty.fast} == fast_before
+        print(f"\n{ip}: {len(refused)} adds refused by ssh, {len(closed)} connections closed "
+              "before login, quarantined: " + record["reason"].splitlines()[0][:200])
+
+        # The operator's fix, as the reason says.
+        known = head_known_hosts(faulty)
+        removed = faulty.pool.ssh(faulty.pool.head, "ssh-keygen", "-R", ip, "-f", known)
+        assert f"Host {ip} found" in removed.stdout + removed.stderr, removed
+        pools.trust_host_key(faulty.pool, slow)
+        again = faulty.now()
+        agent = [arg for key, value in SETTINGS.items() for arg in ("-e", f"{key}={value}")]
+        faulty.chaos.cluster.playbook("up", "-e", "ray_up_workers=all", *agent, timeout=1800)
+        assert faulty.placed("swapped") == [ip]
+        assert f"mark {ip} (joined): found ALIVE in Ray while recorded quarantined: adopted" \
+            in faulty.journal(again)
+        assert pools.host_key_line(slow).split()[1:] == faulty.ssh(
+            "ssh-keygen", "-F", ip, "-f", known).split()[-2:]
+    finally:
+        restore_host_key(faulty, slow)
+    faulty.assert_nothing_lost("swapped")
+    assert faulty.record(ip)["failures"] == 0
+    faulty.kill_actors("swapped")
+
+
+def ssh_sessions(machine: pools.Machine) -> str:
+    """The SSH connections open on a machine (asked over docker exec, not SSH)."""
+    return docker_exec(machine, "ss", "-Htn", "state", "established", "( sport = :22 )")
+
+
+def swap_host_keys(machine: pools.Machine) -> None:
+    """New host keys and a restarted sshd; its sessions from before (e.g. a task left running
+    by a timed-out add, held open by the head's ControlPersist) end, as they would with the
+    machine that was replaced: every sshd process but the new listener is stopped."""
+    docker_exec(machine, "sh", "-c", "rm -f /etc/ssh/ssh_host_* && ssh-keygen -A "
+                "&& systemctl restart ssh && listener=$(systemctl show -p MainPID --value ssh) "
+                "&& for pid in $(pgrep -x sshd); do [ $pid = $listener ] || kill $pid || true; "
+                "done")
+
+
+def sshd_log(machine: pools.Machine, since: float) -> str:
+    return docker_exec(machine, "journalctl", "-t", "sshd", "-o", "cat", "--no-pager",
+                       "--since", f"@{since - 1:.0f}")
+
+
+def restore_host_key(faulty: Faulty, machine: pools.Machine) -> None:
+    """The machine's current host key known to the controller and to the head, whatever the
+    test reached: the modules after this one reach it over SSH."""
+    pools.trust_host_key(faulty.pool, machine)
+    line = pools.host_key_line(machine)
+    known = head_known_hosts(faulty)
+    if line.strip() not in faulty.ssh("cat", known).splitlines():
+        faulty.ssh("ssh-keygen", "-R", machine.ip, "-f", known)
+        faulty.ssh("tee", "-a", known, stdin=line)
+
+
+def head_known_hosts(faulty: Faulty) -> str:
+    """The known_hosts file the head's agent checks host keys against (its cluster file's)."""
+    return yaml.safe_load(faulty.ssh("cat", HEAD_CLUSTER_FILE))["auth"]["ssh_known_hosts_file"]
+
+
+def docker_exec(machine: pools.Machine, *argv: str) -> str:
+    result = subprocess.run(["docker", "exec", machine.container, *argv], capture_output=True,
+                            text=True, check=False, timeout=120)
+    assert result.returncode == 0, f"{argv}: {result.stderr}"
+    return result.stdout

@@ -189,9 +189,24 @@ def _wait_ready(pool: Pool, machine: Machine) -> str:
         failed = _docker("exec", machine.container, "systemctl", "--failed", "--no-legend",
                          check=False)
         raise PoolError(f"{machine.name} ({machine.ip}): systemd is degraded: {failed.strip()}")
+    return host_key_line(machine)
+
+
+def host_key_line(machine: Machine) -> str:
+    """The machine's known_hosts line: its ed25519 host key, read over `docker exec`."""
     host_key = _docker("exec", machine.container, "cat",
                        "/etc/ssh/ssh_host_ed25519_key.pub").split()
     return f"{machine.ip} {host_key[0]} {host_key[1]}\n"
+
+
+def trust_host_key(pool: Pool, machine: Machine) -> None:
+    """The pool's known_hosts holds the machine's current host key in place of any earlier
+    one (its keys were made anew): the old line removed as an operator would (ssh-keygen -R),
+    the new one read over `docker exec`, the channel the pool trusts."""
+    subprocess.run(["ssh-keygen", "-R", machine.ip, "-f", str(pool.known_hosts)],
+                   capture_output=True, check=True)
+    with pool.known_hosts.open("a") as known:
+        known.write(host_key_line(machine))
 
 
 def _wait_ssh(pool: Pool, machine: Machine) -> None:
