@@ -53,7 +53,9 @@ def host_key_reason(ip: str, run: str) -> str:
     return (f"SSH host key changed for {ip} ({run}): nothing was sent to it; if the machine "
             f"was replaced on purpose, remove its old key from the head's known_hosts "
             f"(ssh-keygen -R {ip}; on the controller too, or from auth.ssh_known_hosts_file) "
-            f"and run up; otherwise find out what answers at {ip}")
+            f"and run up -e ray_up_workers=all (which starts Ray there; a quarantined machine "
+            f"leaves quarantine once Ray lists it ALIVE); otherwise find out what answers at "
+            f"{ip}")
 
 
 def steps(kind: str, ip: str, result: RunResult,

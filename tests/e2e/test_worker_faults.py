@@ -67,9 +67,11 @@ def test_a_worker_cut_off_during_an_add_past_the_provision_timeout_fails_and_ano
         faulty: Faulty) -> None:
     """Fault: the machine an add is setting up is cut off the network (docker network
     disconnect) just after the playbook connected to it, for longer than provision_timeout_s.
-    Expected: the add times out; the machine is failed with a reason naming
-    provision_timeout_s; another spare of its type serves the demand; once reconnected, nothing
-    is lost."""
+    Expected: the add run stops: at its time limit, the machine failed with a reason naming
+    provision_timeout_s, when the cut caught a command on the open connection (the usual case);
+    or, when it caught ssh opening a new connection, after ssh's connect timeout, the machine
+    failed as unreachable over SSH. Another spare of its type serves the demand; once
+    reconnected, nothing is lost."""
     faulty.create("cut-add", selector={"tier": "fast"})
     run = faulty.wait("an add run", lambda: next(iter(faulty.add_runs()), None), timeout=120)
     assert len(run["ips"]) == 1 and run["ips"][0] in faulty.fast, run
@@ -79,9 +81,11 @@ def test_a_worker_cut_off_during_an_add_past_the_provision_timeout_fails_and_ano
     try:
         faulty.wait(f"{cut} failed", lambda: faulty.record(cut)["state"] == "failed",
                     timeout=PROVISION_TIMEOUT_S + 120)
-        record = faulty.record(cut)
-        assert "provision_timeout_s" in record["reason"], record
-        assert faulty.outcome(run["request_id"]) == "timeout"
+        record, outcome = faulty.record(cut), faulty.outcome(run["request_id"])
+        timed_out = "provision_timeout_s" in record["reason"] and outcome == "timeout"
+        unreachable = record["reason"].startswith("unreachable over SSH")
+        assert timed_out or unreachable, (record, outcome)
+        print(f"\nthe add cut off ended {outcome}: {record['reason']}")
         other = next(ip for ip in faulty.fast if ip != cut)
         assert faulty.placed("cut-add") == [other]
     finally:
