@@ -45,7 +45,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 sys.path.insert(0, str(REPO_ROOT / "bench"))
 
-from up import link_collection, peer_yaml, playbook, ray_cli, stop_peer  # noqa: E402
+from up import flat_wheels, link_collection, peer_yaml, playbook, ray_cli, stop_peer  # noqa: E402
 
 from tests.pool import pool as pools  # noqa: E402
 from tests.pool.wheelhouse import ensure_wheelhouse  # noqa: E402
@@ -258,10 +258,7 @@ def compare(args: argparse.Namespace) -> int:
     """The cycles of the baseline checkout and of this one, in turns of --block cycles."""
     baseline = link_collection(args.baseline)
     wheelhouse = ensure_wheelhouse()
-    # Checkouts before the wheelhouse per Python read a flat directory of wheels: the
-    # baseline gets this host's Python's part of it (the same wheels).
-    flat = next(p.parent for p in sorted(wheelhouse.glob("*/.complete")))
-    sides = {"before": (f"{args.pool}-base", baseline, flat),
+    sides = {"before": (f"{args.pool}-base", baseline, flat_wheels(wheelhouse)),
              "after": (args.pool, REPO_ROOT, wheelhouse)}
     rows: dict[str, list[dict[str, float]]] = {side: [] for side in sides}
     failures = dict.fromkeys(sides, 0)

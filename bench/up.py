@@ -258,6 +258,12 @@ def link_collection(checkout: Path) -> Path:
     return checkout
 
 
+def flat_wheels(wheelhouse: Path) -> Path:
+    """Checkouts before the wheelhouse per Python read a flat directory of wheels: this host's
+    Python's part of the wheelhouse (the same wheels)."""
+    return next(p.parent for p in sorted(wheelhouse.glob("*/.complete")))
+
+
 def keep_every_worker(pool: pools.Pool) -> None:
     """min_workers = every worker: an agent (on by default since the head role runs it) keeps
     them all, so that "nothing changed" measures `up` and not the agent's retires."""
@@ -272,10 +278,7 @@ def compare(args: argparse.Namespace) -> int:
     runs on both sides (head_agent_enabled=true), as it does by default in this checkout."""
     baseline = link_collection(args.baseline)
     wheelhouse = ensure_wheelhouse()
-    # Checkouts before the wheelhouse per Python read a flat directory of wheels: the
-    # baseline gets this host's Python's part of it (the same wheels).
-    flat = next(p.parent for p in sorted(wheelhouse.glob("*/.complete")))
-    sides = {"before": (f"{args.pool}-base", baseline, flat),
+    sides = {"before": (f"{args.pool}-base", baseline, flat_wheels(wheelhouse)),
              "after": (args.pool, REPO_ROOT, wheelhouse)}
     table = Table()
     for side, (name, repo, wheels) in sides.items():

@@ -23,7 +23,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 import chaos
 
 HEAD_CLUSTER_FILE = "/etc/onprem-ray/cluster.yml"
-STATE_DIR = "/var/lib/onprem-ray/agent"
 UNIT = "onprem-ray-agent.service"
 NAMESPACE = "faults"
 # A detached actor per name, of `cpus` CPUs, with a label selector (JSON, {} for none); Ray

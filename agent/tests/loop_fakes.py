@@ -13,7 +13,9 @@ from decide_fixtures import HEAD, RESOURCES, ip
 
 from onprem_ray_agent.adapters.ray_state import RayUnavailable
 from onprem_ray_agent.adapters.runner import OK, PoolViolation, RunResult
+from onprem_ray_agent.loop import Agent
 from onprem_ray_agent.model import BundleDemand, DemandSnapshot, RayNode, RayNodeState
+from onprem_ray_agent.store import StateStore
 
 
 def _node(address: str, total: dict, idle_s: float, alive: bool, free: dict | None = None,
@@ -157,3 +159,17 @@ class FakeMetrics:
 
     def iteration(self, report, machines, config) -> None:
         self.iterations += 1
+
+
+@dataclass
+class World:
+    """An agent over a real state store, with the fakes of Ray and the runner."""
+
+    agent: Agent
+    store: StateStore
+    ray: FakeRay
+    runner: FakeRunner
+
+    def restart_agent(self) -> None:
+        """A new agent process on the same store: what the old one kept in memory is gone."""
+        self.agent = Agent(self.agent.config, self.store, self.ray, self.runner)

@@ -5,11 +5,9 @@ head ALIVE, then lost, replaced for the demand, and adopted if it comes back."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import pytest
 from decide_fixtures import NOW, config, ip, node_type
-from loop_fakes import FakeRay, FakeRunner
+from loop_fakes import FakeRay, FakeRunner, World
 
 from onprem_ray_agent.loop import Agent
 from onprem_ray_agent.model import ActionKind, Machine, MachineState
@@ -18,18 +16,6 @@ from onprem_ray_agent.store import StateStore
 S = MachineState
 CPU = [ip("cpu", i) for i in (1, 2, 3)]
 CONFIG = config(node_type("cpu", 3), provision_timeout_s=600, backoff_base_s=30)
-
-
-@dataclass
-class World:
-    agent: Agent
-    store: StateStore
-    ray: FakeRay
-    runner: FakeRunner
-
-    def restart_agent(self) -> None:
-        """A new agent process on the same store: what the old one counted is gone."""
-        self.agent = Agent(CONFIG, self.store, self.ray, self.runner)
 
 
 @pytest.fixture

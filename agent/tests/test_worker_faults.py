@@ -5,12 +5,11 @@ behind a known address (its SSH host key changed)."""
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from decide_fixtures import NOW, config, ip, node_type
-from loop_fakes import FakeRay, FakeRunner
+from loop_fakes import FakeRay, FakeRunner, World
 
 from onprem_ray_agent.adapters.runner import ADD_WORKERS, read_result
 from onprem_ray_agent.loop import Agent
@@ -20,14 +19,6 @@ from onprem_ray_agent.store import StateStore
 S = MachineState
 DATA = Path(__file__).parent / "data"  # a real run's artifacts (test_outcomes.py)
 CPU = [ip("cpu", i) for i in (1, 2, 3)]
-
-
-@dataclass
-class World:
-    agent: Agent
-    store: StateStore
-    ray: FakeRay
-    runner: FakeRunner
 
 
 @pytest.fixture
