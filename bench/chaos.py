@@ -64,7 +64,8 @@ DIAGNOSTICS = REPO_ROOT / ".cache" / "chaos"
 BACK_WITHIN_S = 120.0  # systemd restarts the agent 10 s after it died
 RUN_SEEN_WITHIN_S = 120.0  # how long to wait for the run to kill during
 
-# Detached actors <name>-0 .. <name>-<count - 1> of `cpus` CPUs each, in namespace chaos.
+# Detached actors <name>-0 .. <name>-<count - 1> of `cpus` CPUs each, in namespace chaos; with
+# a fifth argument, on the node of that address only (by its node resource).
 CREATE = """
 import sys, ray
 ray.init(address=sys.argv[1], namespace="chaos", logging_level="ERROR")
@@ -73,9 +74,10 @@ class Load:
     def where(self):
         return ray.util.get_node_ip_address()
 name, cpus, count = sys.argv[2], float(sys.argv[3]), int(sys.argv[4])
+on = {"resources": {f"node:{sys.argv[5]}": 0.001}} if len(sys.argv) > 5 else {}
 for i in range(count):
     Load.options(name=f"{name}-{i}", lifetime="detached", num_cpus=cpus,
-                 get_if_exists=True).remote()
+                 get_if_exists=True, **on).remote()
 """
 # Where each of those actors runs (JSON), once all run within the timeout; else an error.
 PLACED = """
@@ -177,11 +179,17 @@ def prepare(pool: pools.Pool, wheelhouse: Path, idle_s: float, workdir: Path,
     head = next(n for n in cluster.nodes() if n["head"])
     # The workers are the same machines as the head: one actor of the head's CPUs fills one.
     chaos.worker_cpus = float(head["resources"]["CPU"])
-    made = chaos.ray(CREATE, "blocker", str(chaos.worker_cpus), "1")
+    hold_head(chaos)
+    return chaos
+
+
+def hold_head(chaos: Chaos) -> None:
+    """The head's CPUs held by the detached actor `blocker-0`, on the head (`release` lets
+    them go); kept when it runs already."""
+    made = chaos.ray(CREATE, "blocker", str(chaos.worker_cpus), "1", chaos.head_ip)
     placed, error = chaos.placed("blocker", 1, 120)
     if made.returncode != 0 or placed != [chaos.head_ip]:
         raise RuntimeError(f"the head's blocker actor: {made.stderr[-1500:]} {error}")
-    return chaos
 
 
 def release(chaos: Chaos) -> None:

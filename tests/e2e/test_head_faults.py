@@ -39,19 +39,6 @@ RAY_UNIT = "onprem-ray.service"
 LOAD = ("held-0", "held-1")
 METRIC = "onprem_ray_agent_ray_gcs_up"
 AGENT_METRICS_PORT = 9480
-# The head's CPUs held by bench/chaos.py's blocker actor, placed on the head by its node
-# resource (a restarted GCS forgot the one chaos.prepare made; the workers are free now).
-HOLD_HEAD = """
-import sys, ray
-ray.init(address=sys.argv[1], namespace="chaos", logging_level="ERROR")
-@ray.remote
-class Load:
-    def where(self):
-        return ray.util.get_node_ip_address()
-cpus, head = float(sys.argv[2]), sys.argv[3]
-Load.options(name="blocker-0", lifetime="detached", num_cpus=cpus, get_if_exists=True,
-             resources={f"node:{head}": 0.001}).remote()
-"""
 # The agent's log line of an action: "<time> INFO <kind> <ips> (<event>): <reason>".
 ACTED = re.compile(r" INFO (mark|admit|forget|add|retire|cancel) \S+ \(")
 
@@ -72,10 +59,7 @@ def faulty(pool: pools.Pool, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 def load_two_workers(faulty: Faulty) -> set[str]:
     """The head's CPUs held (again: a restarted GCS forgot its actors), then an actor of a
     whole worker on each of two workers; returns their addresses, both active."""
-    blocker = faulty.chaos.ray(HOLD_HEAD, str(faulty.worker_cpus), faulty.chaos.head_ip)
-    assert blocker.returncode == 0, blocker.stderr[-2000:]
-    placed, error = faulty.chaos.placed("blocker", 1, 120)
-    assert placed == [faulty.chaos.head_ip], error
+    chaos.hold_head(faulty.chaos)
     faulty.create(*LOAD)
     workers = set(faulty.placed(*LOAD))
     assert len(workers) == 2 and faulty.chaos.head_ip not in workers, workers
