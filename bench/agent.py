@@ -96,11 +96,12 @@ for path in glob.glob(os.path.join(sys.argv[1], "job_events", "*.json")):
                  event.get("created", "")))
 print(json.dumps([row[1:] for row in sorted(rows)]))
 """
-# The step that writes Ray's files and starts its unit (an include since it runs only where
-# something is to do; one task, named as the second, in earlier versions).
-START_TASK = ("Ray | files, token and start",
-              "Ray | start script, systemd unit and token; started and enabled")
 ALIVE_TASK = "Ray | wait until this node is ALIVE in Ray"
+# The step that writes Ray's files and starts its unit (an include since it runs only where
+# something is to do; one task, named as the second, in earlier versions), or where it has
+# nothing to do, the wait, which then starts Ray's unit itself: the first of these to start.
+START_TASK = ("Ray | files, token and start",
+              "Ray | start script, systemd unit and token; started and enabled", ALIVE_TASK)
 DRAIN_TASK = "Retire | drain the node"
 
 

@@ -1,6 +1,7 @@
 """Fan-out benchmark on the local test pool: prints a table, asserts nothing.
 
-    python bench/fanout.py [--pool fanout] [--machines 24] [--sizes 1,5,20] [--repeat 3] [--keep]
+    python bench/fanout.py [--pool fanout] [--machines 24] [--sizes 1,5,20] [--repeat 3]
+                           [--forks N] [--keep]
 
 On a fresh pool of `--machines` machines (a head and the rest workers, the agent off so that
 only the playbooks act), rows:
@@ -14,9 +15,10 @@ only the playbooks act), rows:
 
 Each row gives the wall time of ansible-playbook (median, min and max of --repeat runs), the
 time of its "wait until ALIVE" task (Ray's own start and registration, from profile_tasks), and
-the rest: the playbook's own time. The pool's machines share this host's CPUs, so node-side
-work (Ray's start) serializes here where a real fleet runs it in parallel: the "outside Ray's
-start" column is what a real fleet would see grow with N.
+the rest: the playbook's own time. Ansible's forks are --forks (default: one per machine, so that
+no task waits for a free fork; the table's settings say what ran). The pool's machines share
+this host's CPUs, so node-side work (Ray's start) serializes here where a real fleet runs it in
+parallel: the "outside Ray's start" column is what a real fleet would see grow with N.
 """
 
 from __future__ import annotations
@@ -43,9 +45,13 @@ RAY_START_TASK = "wait until this node is ALIVE in Ray"
 SOURCE = re.compile(r"\(.*?\) =")  # where ansible-config found a setting
 
 
+def ansible_env() -> dict[str, str]:
+    return {**os.environ, "ANSIBLE_CONFIG": str(REPO_ROOT / "ansible.cfg")}
+
+
 def playbook(pool: pools.Pool, name: str, *extra: str) -> tuple[float, float, int]:
     """Wall seconds, seconds of the wait-until-ALIVE tasks, changed count."""
-    env = {**os.environ, "ANSIBLE_CONFIG": str(REPO_ROOT / "ansible.cfg"),
+    env = {**ansible_env(),
            "ANSIBLE_CALLBACKS_ENABLED": "ansible.posix.profile_tasks",
            "PROFILE_TASKS_TASK_OUTPUT_LIMIT": "all"}
     argv = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(pool.inventory),
@@ -91,7 +97,7 @@ class Table:
 def settings() -> str:
     """What ansible.cfg changed (forks, pipelining, ssh_args with ControlPersist), and the
     strategy, as ansible-config reports them."""
-    env = {**os.environ, "ANSIBLE_CONFIG": str(REPO_ROOT / "ansible.cfg")}
+    env = ansible_env()
     config = str(Path(sys.executable).parent / "ansible-config")
     changed = subprocess.run([config, "dump", "--only-changed", "-t", "all"], cwd=REPO_ROOT,
                              env=env, capture_output=True, text=True, check=False).stdout
@@ -110,8 +116,11 @@ def main() -> int:
     parser.add_argument("--machines", type=int, default=24)
     parser.add_argument("--sizes", default="1,5,20", help="workers per add / retire run")
     parser.add_argument("--repeat", type=int, default=3, help="runs of each row (median)")
+    parser.add_argument("--forks", type=int, default=0,
+                        help="Ansible's forks (default: one per machine)")
     parser.add_argument("--keep", action="store_true", help="leave the pool running")
     args = parser.parse_args()
+    os.environ["ANSIBLE_FORKS"] = str(args.forks or args.machines)
     sizes = [int(n) for n in args.sizes.split(",")]
     if max(sizes) > args.machines - 1:
         parser.error(f"--sizes {args.sizes}: the pool has {args.machines - 1} workers")

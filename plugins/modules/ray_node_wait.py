@@ -11,6 +11,8 @@ short_description: Wait until a node is ALIVE in the Ray cluster
 description:
   - Polls the head's GCS until a node with the address O(node_ip) is ALIVE, or fails after
     O(timeout) seconds saying what it last saw.
+  - With O(start_unit), starts that systemd unit first (when it is not active), so that Ray's
+    import in this module overlaps Ray's own start instead of following a task of its own.
   - Run it with the Ray venv's interpreter (C(ansible_python_interpreter)) and, with token
     authentication, C(RAY_AUTH_MODE) and C(RAY_AUTH_TOKEN_PATH) in the task's C(environment).
 version_added: 0.1.0
@@ -30,6 +32,14 @@ options:
     description: Seconds to wait, the GCS's port included.
     type: int
     default: 120
+  start_unit:
+    description:
+      - A systemd unit running the node's Ray, started (C(systemctl start)) before the wait when
+        it is not active. In check mode an inactive unit is reported as to be started, and not
+        waited for.
+      - Empty, the default, starts nothing.
+    type: str
+    default: ""
 attributes:
   check_mode:
     description: Can run in check mode and return what would change.
@@ -50,12 +60,25 @@ EXAMPLES = r"""
     RAY_AUTH_MODE: token
     RAY_AUTH_TOKEN_PATH: /etc/ray/auth_token
   become: true
+
+- name: Start Ray's unit and wait until this node is ALIVE
+  onprem.ray.ray_node_wait:
+    gcs_address: 10.0.0.10:6379
+    node_ip: 10.0.0.11
+    start_unit: onprem-ray.service
+  vars:
+    ansible_python_interpreter: /opt/ray/venv/bin/python
+  become: true
 """
 
 RETURN = r"""
+started:
+  description: Whether O(start_unit) was started (in check mode, would be).
+  returned: always
+  type: bool
 node:
   description: The node as Ray knows it.
-  returned: success
+  returned: success, unless check mode found O(start_unit) not active
   type: dict
   contains:
     node_id:
@@ -102,12 +125,29 @@ def wait_alive(client, ip, deadline, nodes=ray_gcs.alive_nodes, clock=time.monot
         sleep(0.2)
 
 
+def start(module, unit):
+    """Whether `unit` was started (in check mode: would be); fails the module when it cannot."""
+    if not unit:
+        return False
+    systemctl = module.get_bin_path("systemctl", required=True)
+    rc, unused_out, unused_err = module.run_command([systemctl, "is-active", "--quiet", unit])
+    if rc == 0:
+        return False
+    if not module.check_mode:
+        rc, out, err = module.run_command([systemctl, "start", unit])
+        if rc != 0:
+            module.fail_json(msg=f"systemctl start {unit} failed: {(err or out).strip()}; see "
+                                 f"`journalctl -u {unit}`", started=False)
+    return True
+
+
 def main():
     module = AnsibleModule(
         argument_spec={
             "gcs_address": {"type": "str", "required": True},
             "node_ip": {"type": "str", "required": True},
             "timeout": {"type": "int", "default": 120},
+            "start_unit": {"type": "str", "default": ""},
         },
         supports_check_mode=True,
     )
@@ -116,16 +156,22 @@ def main():
     p = module.params
     address, ip, timeout = p["gcs_address"], p["node_ip"], p["timeout"]
     deadline = time.monotonic() + timeout
+    started = start(module, p["start_unit"])
+    if started and module.check_mode:
+        module.exit_json(changed=True, started=True, msg=f"{p['start_unit']} would be started")
     try:
         client = ray_gcs.connect(address, timeout)
     except (ray_gcs.GcsUnreachable, ValueError) as err:
-        module.fail_json(msg=f"{err}; Ray is not running there, or a firewall is in between")
+        module.fail_json(msg=f"{err}; Ray is not running there, or a firewall is in between",
+                         changed=started, started=started)
     info, last = wait_alive(client, ip, deadline)
     if info is None:
         seen = f" (last error: {last})" if last else ""
+        unit = p["start_unit"] or "<unit>"
         module.fail_json(msg=f"{ip} is not ALIVE in Ray at {address} after {timeout}s{seen}; see "
-                             "`journalctl -u <unit>` and /tmp/ray/session_latest/logs on the node")
-    module.exit_json(changed=False, node=ray_gcs.describe(info))
+                             f"`journalctl -u {unit}` and /tmp/ray/session_latest/logs on the node",
+                         changed=started, started=started)
+    module.exit_json(changed=started, started=started, node=ray_gcs.describe(info))
 
 
 if __name__ == "__main__":

@@ -80,7 +80,7 @@ def test_wait_gone_is_true_once_ray_lets_the_node_go_and_false_at_the_deadline()
     clock, answers = Clock(), [["node"], ["node"], []]
     assert ray_node_drain.wait_gone(None, "ip", 60, nodes=lambda c, ip: answers.pop(0),
                                     clock=clock, sleep=clock.sleep)
-    assert clock.now == 1.0
+    assert clock.now == pytest.approx(0.2)
     clock = Clock()
     assert not ray_node_drain.wait_gone(None, "ip", 2, nodes=lambda c, ip: ["node"],
                                         clock=clock, sleep=clock.sleep)
@@ -151,3 +151,50 @@ def test_the_head_is_never_drained_and_an_absent_node_is_no_change(run_module, g
     rc, result = run_module(ray_node_drain, ARGS)
     assert rc == 1 and "the head is never drained" in result["msg"]
     assert gcs["client"].drains == []
+
+
+class FakeSystemd:
+    """The module's view of systemctl: `active` units, commands recorded, start's exit code."""
+
+    def __init__(self, active: bool, check_mode: bool = False, start_rc: int = 0) -> None:
+        self.active, self.check_mode, self.start_rc = active, check_mode, start_rc
+        self.commands: list[list[str]] = []
+
+    def get_bin_path(self, name: str, required: bool = False) -> str:
+        return f"/usr/bin/{name}"
+
+    def run_command(self, argv: list[str]) -> tuple[int, str, str]:
+        self.commands.append(argv)
+        if argv[1] == "is-active":
+            return (0 if self.active else 3), "", ""
+        return self.start_rc, "", "Job for onprem-ray.service failed." if self.start_rc else ""
+
+    def fail_json(self, **result: object) -> None:
+        raise AssertionError(result)
+
+
+def test_the_wait_starts_an_inactive_unit_and_leaves_an_active_one_alone() -> None:
+    inactive = FakeSystemd(active=False)
+    assert ray_node_wait.start(inactive, "onprem-ray.service") is True
+    assert inactive.commands[-1] == ["/usr/bin/systemctl", "start", "onprem-ray.service"]
+    active = FakeSystemd(active=True)
+    assert ray_node_wait.start(active, "onprem-ray.service") is False
+    assert [argv[1] for argv in active.commands] == ["is-active"]
+    nothing = FakeSystemd(active=False)
+    assert ray_node_wait.start(nothing, "") is False and nothing.commands == []
+
+
+def test_the_wait_in_check_mode_reports_the_start_without_starting() -> None:
+    module = FakeSystemd(active=False, check_mode=True)
+    assert ray_node_wait.start(module, "onprem-ray.service") is True
+    assert [argv[1] for argv in module.commands] == ["is-active"]
+
+
+def test_a_failed_start_fails_the_wait_with_the_unit_and_systemds_reason() -> None:
+    module = FakeSystemd(active=False, start_rc=1)
+    with pytest.raises(AssertionError) as failed:
+        ray_node_wait.start(module, "onprem-ray.service")
+    message = failed.value.args[0]["msg"]
+    assert ("systemctl start onprem-ray.service failed: Job for onprem-ray.service failed."
+            in message)
+    assert "journalctl -u onprem-ray.service" in message
