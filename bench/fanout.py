@@ -1,7 +1,7 @@
 """Fan-out benchmark on the local test pool: prints a table, asserts nothing.
 
     python bench/fanout.py [--pool fanout] [--machines 24] [--sizes 1,5,20] [--repeat 3]
-                           [--forks N] [--keep]
+                           [--start-at-once 5] [--forks N] [--keep]
 
 On a fresh pool of `--machines` machines (a head and the rest workers, the agent off so that
 only the playbooks act), rows:
@@ -10,15 +10,24 @@ only the playbooks act), rows:
                                      started on the head only (ray_up_workers=none); once
   up again, nothing changed          on every machine, and with --limit on the head and 3
                                      workers: the controller's share of a wider run
-  add_workers N / retire_workers N   N workers started (ALIVE in Ray) / drained and stopped in
-                                     one run, for each N of --sizes
+  add_workers N, check mode          the add of N workers in one run with --check: every probe
+                                     and check, no Ray start: the playbook's own share
+  add_workers N                      N workers started (ALIVE in Ray) in one run, for each N of
+                                     --sizes up to --start-at-once
+  retire_workers N                   N workers drained and stopped in one run (those above
+                                     --start-at-once were started before in runs of that many)
 
 Each row gives the wall time of ansible-playbook (median, min and max of --repeat runs), the
 time of its "wait until ALIVE" task (Ray's own start and registration, from profile_tasks), and
 the rest: the playbook's own time. Ansible's forks are --forks (default: one per machine, so that
-no task waits for a free fork; the table's settings say what ran). The pool's machines share
-this host's CPUs, so node-side work (Ray's start) serializes here where a real fleet runs it in
-parallel: the "outside Ray's start" column is what a real fleet would see grow with N.
+no task waits for a free fork; the table's settings say what ran).
+
+The pool's machines share this host's CPUs: node-side work (Ray's start) serializes here where
+a real fleet runs it in parallel, and beyond a few Ray starts at once it fails here (a Ray node
+that has not registered within 30 s of its start gives up: `ray start` has that limit built in,
+and 20 starts on 2 cores take longer). So an add of more workers than --start-at-once is
+measured in check mode only, and a real fleet's add of N is estimated as the check-mode run of
+N plus one Ray start (a fleet's machines start Ray each on their own CPUs).
 """
 
 from __future__ import annotations
@@ -61,7 +70,10 @@ def playbook(pool: pools.Pool, name: str, *extra: str) -> tuple[float, float, in
                             stdin=subprocess.DEVNULL, check=False)
     elapsed = time.monotonic() - started
     if result.returncode != 0:
-        sys.exit(f"{' '.join(argv)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-2000:]}")
+        failures = "\n".join(line for line in result.stdout.splitlines()
+                              if line.startswith(("fatal:", "failed:")) or "msg:" in line)
+        sys.exit(f"{' '.join(argv)} failed after {elapsed:.1f} s:\n{failures[-8000:]}\n"
+                 f"{result.stdout[-3000:]}\n{result.stderr[-2000:]}")
     recap = result.stdout.split("TASKS RECAP", 1)[-1]
     ray_start = sum(float(s) for task, s in TASK_TIME.findall(recap) if RAY_START_TASK in task)
     return elapsed, ray_start, sum(int(c) for c in RECAP.findall(result.stdout))
@@ -116,6 +128,8 @@ def main() -> int:
     parser.add_argument("--machines", type=int, default=24)
     parser.add_argument("--sizes", default="1,5,20", help="workers per add / retire run")
     parser.add_argument("--repeat", type=int, default=3, help="runs of each row (median)")
+    parser.add_argument("--start-at-once", type=int, default=5,
+                        help="the most Ray starts in one run this host takes (2 cores: 5)")
     parser.add_argument("--forks", type=int, default=0,
                         help="Ansible's forks (default: one per machine)")
     parser.add_argument("--keep", action="store_true", help="leave the pool running")
@@ -140,9 +154,19 @@ def main() -> int:
             table.add("up again, nothing changed (4, --limit)",
                       playbook(pool, *up, "--limit", small))
             for size in sizes:
-                hosts = ",".join(m.ip for m in pool.workers[:size])
-                table.add(f"add_workers {size}",
-                          playbook(pool, "add_workers", *common, "--limit", hosts))
+                workers = [m.ip for m in pool.workers[:size]]
+                hosts = ",".join(workers)
+                table.add(f"add_workers {size}, check mode",
+                          playbook(pool, "add_workers", *common, "--check", "--limit", hosts))
+                if size <= args.start_at_once:
+                    table.add(f"add_workers {size}",
+                              playbook(pool, "add_workers", *common, "--limit", hosts))
+                else:
+                    for first in range(0, size, args.start_at_once):
+                        batch = ",".join(workers[first:first + args.start_at_once])
+                        playbook(pool, "add_workers", *common, "--limit", batch)
+                    print(f"  ({size} workers started in runs of {args.start_at_once})",
+                          flush=True)
                 table.add(f"retire_workers {size}",
                           playbook(pool, "retire_workers", *common, "--limit", hosts))
     finally:
@@ -154,10 +178,18 @@ def main() -> int:
           f"{os.getloadavg()[0]:.1f}; medians of {args.repeat} runs (the bare `up` once)\n")
     table.print()
     print()
-    for verb in ("add_workers", "retire_workers"):
-        one, most = table.median(f"{verb} {sizes[0]}"), table.median(f"{verb} {sizes[-1]}")
-        print(f"{verb}: {sizes[-1]} at once {most:.1f} s, {sizes[0]} {one:.1f} s "
-              f"(ratio {most / one:.2f}; target at most 2)")
+    one, most = sizes[0], sizes[-1]
+    for label in ("add_workers {}, check mode", "add_workers {}", "retire_workers {}"):
+        if label.format(most) in table.rows:
+            low, high = table.median(label.format(one)), table.median(label.format(most))
+            print(f"{label.format(most)}: {high:.1f} s; {label.format(one)}: {low:.1f} s "
+                  f"(ratio {high / low:.2f}; target at most 2)")
+    ray_start = table.median(f"add_workers {one}", column=1)
+    low = table.median(f"add_workers {one}, check mode") + ray_start
+    high = table.median(f"add_workers {most}, check mode") + ray_start
+    print(f"add_workers on a fleet (check-mode run + one Ray start, {ray_start:.1f} s): "
+          f"{most} at once {high:.1f} s, {one} {low:.1f} s (ratio {high / low:.2f}; "
+          "target at most 2)")
     wide = table.median(f"up again, nothing changed ({args.machines})")
     narrow = table.median("up again, nothing changed (4, --limit)")
     print(f"up with nothing changed: {args.machines} machines {wide:.1f} s, 4 machines "
