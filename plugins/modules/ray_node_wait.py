@@ -130,7 +130,7 @@ def start(module, unit):
     if not unit:
         return False
     systemctl = module.get_bin_path("systemctl", required=True)
-    rc, unused_out, unused_err = module.run_command([systemctl, "is-active", "--quiet", unit])
+    rc = module.run_command([systemctl, "is-active", "--quiet", unit])[0]
     if rc == 0:
         return False
     if not module.check_mode:
