@@ -19,8 +19,10 @@ only the playbooks act), rows:
 
 Each row gives the wall time of ansible-playbook (median, min and max of --repeat runs), the
 time of its "wait until ALIVE" task (Ray's own start and registration, from profile_tasks), and
-the rest: the playbook's own time. Ansible's forks are --forks (default: one per machine, so that
-no task waits for a free fork; the table's settings say what ran).
+the rest: the playbook's own time, and the controller's CPU time (ansible-playbook and the
+processes it runs: its forks, ssh), which a controller with more cores spreads. Ansible's forks
+are --forks (default: one per machine, so that no task waits for a free fork; the table's
+settings say what ran). The slowest tasks of the widest runs follow the table (profile_tasks).
 
 The pool's machines share this host's CPUs: node-side work (Ray's start) serializes here where
 a real fleet runs it in parallel, and beyond a few Ray starts at once it fails here (a Ray node
@@ -35,11 +37,13 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import resource
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
@@ -58,52 +62,71 @@ def ansible_env() -> dict[str, str]:
     return {**os.environ, "ANSIBLE_CONFIG": str(REPO_ROOT / "ansible.cfg")}
 
 
-def playbook(pool: pools.Pool, name: str, *extra: str) -> tuple[float, float, int]:
-    """Wall seconds, seconds of the wait-until-ALIVE tasks, changed count."""
+class Run(NamedTuple):
+    wall: float  # seconds of ansible-playbook, start to exit
+    ray_start: float  # seconds of its wait-until-ALIVE tasks (profile_tasks)
+    changed: int
+    controller_cpu: float  # CPU seconds of ansible-playbook and its processes (forks, ssh)
+    tasks: list[tuple[str, float]]  # profile_tasks: each task's seconds, slowest first
+
+
+def controller_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def playbook(pool: pools.Pool, name: str, *extra: str) -> Run:
     env = {**ansible_env(),
            "ANSIBLE_CALLBACKS_ENABLED": "ansible.posix.profile_tasks",
            "PROFILE_TASKS_TASK_OUTPUT_LIMIT": "all"}
     argv = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(pool.inventory),
             f"onprem.ray.{name}", *extra]
-    started = time.monotonic()
+    started, cpu = time.monotonic(), controller_cpu()
     result = subprocess.run(argv, cwd=REPO_ROOT, env=env, capture_output=True, text=True,
                             stdin=subprocess.DEVNULL, check=False)
-    elapsed = time.monotonic() - started
+    elapsed, cpu = time.monotonic() - started, controller_cpu() - cpu
     if result.returncode != 0:
         failures = "\n".join(line for line in result.stdout.splitlines()
                               if line.startswith(("fatal:", "failed:")) or "msg:" in line)
         sys.exit(f"{' '.join(argv)} failed after {elapsed:.1f} s:\n{failures[-8000:]}\n"
                  f"{result.stdout[-3000:]}\n{result.stderr[-2000:]}")
-    recap = result.stdout.split("TASKS RECAP", 1)[-1]
-    ray_start = sum(float(s) for task, s in TASK_TIME.findall(recap) if RAY_START_TASK in task)
-    return elapsed, ray_start, sum(int(c) for c in RECAP.findall(result.stdout))
+    tasks = [(task, float(s))
+             for task, s in TASK_TIME.findall(result.stdout.split("TASKS RECAP", 1)[-1])]
+    ray_start = sum(s for task, s in tasks if RAY_START_TASK in task)
+    return Run(elapsed, ray_start, sum(int(c) for c in RECAP.findall(result.stdout)), cpu, tasks)
 
 
 class Table:
     def __init__(self) -> None:
-        self.rows: dict[str, list[tuple[float, float, int]]] = {}
+        self.rows: dict[str, list[Run]] = {}
 
-    def add(self, label: str, run: tuple[float, float, int]) -> None:
+    def add(self, label: str, run: Run) -> None:
         self.rows.setdefault(label, []).append(run)
-        print(f"  {label}: {run[0]:.1f} s (Ray's start {run[1]:.1f} s), changed {run[2]}",
-              flush=True)
+        print(f"  {label}: {run.wall:.1f} s (Ray's start {run.ray_start:.1f} s, controller CPU "
+              f"{run.controller_cpu:.1f} s), changed {run.changed}", flush=True)
 
-    def median(self, label: str, column: int = 0) -> float:
-        return statistics.median(r[column] for r in self.rows[label])
+    def median(self, label: str, field: str = "wall") -> float:
+        return statistics.median(getattr(r, field) for r in self.rows[label])
 
     def print(self) -> None:
         print(f"| {'run':<38} | {'runs':>4} | {'median s':>8} | {'min s':>6} | {'max s':>6} | "
-              f"{'Ray start s':>11} | {'outside s':>9} | {'changed':>7} |")
+              f"{'Ray start s':>11} | {'outside s':>9} | {'controller CPU s':>16} | "
+              f"{'changed':>7} |")
         print(f"|{'-' * 40}|{'-' * 6}|{'-' * 10}|{'-' * 8}|{'-' * 8}|{'-' * 13}|{'-' * 11}|"
-              f"{'-' * 9}|")
+              f"{'-' * 18}|{'-' * 9}|")
         for label, rows in self.rows.items():
-            wall = [r[0] for r in rows]
-            start = statistics.median(r[1] for r in rows)
-            outside = statistics.median(r[0] - r[1] for r in rows)
-            changed = "/".join(sorted({str(r[2]) for r in rows}))
+            wall = [r.wall for r in rows]
+            outside = statistics.median(r.wall - r.ray_start for r in rows)
+            changed = "/".join(sorted({str(r.changed) for r in rows}))
             print(f"| {label:<38} | {len(rows):4d} | {statistics.median(wall):8.1f} | "
-                  f"{min(wall):6.1f} | {max(wall):6.1f} | {start:11.1f} | {outside:9.1f} | "
+                  f"{min(wall):6.1f} | {max(wall):6.1f} | {self.median(label, 'ray_start'):11.1f} "
+                  f"| {outside:9.1f} | {self.median(label, 'controller_cpu'):16.1f} | "
                   f"{changed:>7} |")
+
+    def slowest_tasks(self, label: str, count: int = 8) -> str:
+        """The slowest tasks of the last run of `label` (profile_tasks)."""
+        tasks = self.rows[label][-1].tasks[:count]
+        return "\n".join(f"  {seconds:6.2f} s  {task}" for task, seconds in tasks)
 
 
 def settings() -> str:
@@ -184,7 +207,7 @@ def main() -> int:
             low, high = table.median(label.format(one)), table.median(label.format(most))
             print(f"{label.format(most)}: {high:.1f} s; {label.format(one)}: {low:.1f} s "
                   f"(ratio {high / low:.2f}; target at most 2)")
-    ray_start = table.median(f"add_workers {one}", column=1)
+    ray_start = table.median(f"add_workers {one}", "ray_start")
     low = table.median(f"add_workers {one}, check mode") + ray_start
     high = table.median(f"add_workers {most}, check mode") + ray_start
     print(f"add_workers on a fleet (check-mode run + one Ray start, {ray_start:.1f} s): "
@@ -194,6 +217,10 @@ def main() -> int:
     narrow = table.median("up again, nothing changed (4, --limit)")
     print(f"up with nothing changed: {args.machines} machines {wide:.1f} s, 4 machines "
           f"{narrow:.1f} s (ratio {wide / narrow:.2f})")
+    for label in (f"add_workers {most}, check mode", f"retire_workers {most}",
+                  f"up again, nothing changed ({args.machines})"):
+        print(f"\nSlowest tasks of `{label}` (profile_tasks, last run):\n"
+              f"{table.slowest_tasks(label)}")
     print(f"\nAnsible settings (ansible-config dump):\n{settings()}")
     return 0
 
