@@ -21,7 +21,7 @@ from collections.abc import Iterator
 import pytest
 import yaml
 
-from tests.cluster import forget_agent, stop_workers
+from tests.cluster import UNIT, forget_agent, stop_workers
 from tests.faulty import HEAD_CLUSTER_FILE, KILL, Faulty, chaos, ssh_established, subprocess_quiet
 from tests.pool import pool as pools
 from tests.pool.wheelhouse import ensure_wheelhouse
@@ -209,9 +209,12 @@ def test_a_machine_swapped_behind_a_known_address_is_refused_then_quarantined(
     lists ALIVE (nothing else releases a quarantined machine), the demand is served, and
     nothing is lost."""
     ip, slow = faulty.slow, faulty.machine(faulty.slow)
-    faulty.wait("every worker spare and not in Ray, no run under way",
-                lambda: set(faulty.states().values()) == {"spare"} and not faulty.status()[
-                    "running"] and not faulty.alive(), timeout=300)
+    # Settled, and still 15 s later: a Ray unit an earlier fault left running or restarting
+    # (its machine recorded spare) would join, be adopted and retired during this test.
+    for what in ("every worker spare, its Ray unit stopped and not in Ray, no run under way",
+                 "the same 15 s later"):
+        faulty.wait(what, lambda: settled(faulty), timeout=300)
+        time.sleep(15)
     fast_before = {a: (faulty.record(a)["state"], faulty.record(a)["since"])
                    for a in faulty.fast}
     old_key = pools.host_key_line(slow)
@@ -269,6 +272,20 @@ def test_a_machine_swapped_behind_a_known_address_is_refused_then_quarantined(
     faulty.assert_nothing_lost("swapped")
     assert faulty.record(ip)["failures"] == 0
     faulty.kill_actors("swapped")
+
+
+def settled(faulty: Faulty) -> bool:
+    """Every worker spare, with its Ray unit neither running nor restarting (asked over docker
+    exec), none in Ray, and no run under way."""
+    if set(faulty.states().values()) != {"spare"} or faulty.status()["running"]:
+        return False
+    for ip in [*faulty.fast, faulty.slow]:
+        state = subprocess.run(["docker", "exec", faulty.machine(ip).container, "systemctl",
+                                "is-active", UNIT], capture_output=True, text=True,
+                               check=False, timeout=120).stdout.strip()
+        if state in ("active", "activating", "reloading", "deactivating"):
+            return False
+    return not faulty.alive()
 
 
 def ssh_sessions(machine: pools.Machine) -> str:
