@@ -28,8 +28,10 @@ The pool's machines share this host's CPUs: node-side work (Ray's start) seriali
 a real fleet runs it in parallel, and beyond a few Ray starts at once it fails here (a Ray node
 that has not registered within 30 s of its start gives up: `ray start` has that limit built in,
 and 20 starts on 2 cores take longer). So an add of more workers than --start-at-once is
-measured in check mode only, and a real fleet's add of N is estimated as the check-mode run of
-N plus one Ray start (a fleet's machines start Ray each on their own CPUs).
+measured in check mode only; the check-mode run of N plus one Ray start is the add of N with
+the nodes' Ray starts in parallel, as on a fleet, but with the controller's work and the
+nodes' module runs still sharing this host's CPUs (the controller CPU column says how much of
+it a controller with more cores would spread).
 """
 
 from __future__ import annotations
@@ -210,9 +212,10 @@ def main() -> int:
     ray_start = table.median(f"add_workers {one}", "ray_start")
     low = table.median(f"add_workers {one}, check mode") + ray_start
     high = table.median(f"add_workers {most}, check mode") + ray_start
-    print(f"add_workers on a fleet (check-mode run + one Ray start, {ray_start:.1f} s): "
-          f"{most} at once {high:.1f} s, {one} {low:.1f} s (ratio {high / low:.2f}; "
-          "target at most 2)")
+    print(f"add_workers with the nodes' Ray starts in parallel (check-mode run + one Ray "
+          f"start, {ray_start:.1f} s; the controller and the nodes' module runs still on this "
+          f"host's CPUs): {most} at once {high:.1f} s, {one} {low:.1f} s "
+          f"(ratio {high / low:.2f}; target at most 2)")
     wide = table.median(f"up again, nothing changed ({args.machines})")
     narrow = table.median("up again, nothing changed (4, --limit)")
     print(f"up with nothing changed: {args.machines} machines {wide:.1f} s, 4 machines "
