@@ -179,13 +179,17 @@ def test_the_first_up_starts_every_worker_with_the_agent_on(head: Head) -> None:
     assert head.ssh("sh", "-c", f"test -e {STATE_DIR}/state.db && echo yes || echo no"
                     ).strip() == "no"
     since = head.now()
-    log = head.up_all(since)
+    head.up_all(since)
     status = assert_one_owner(head, since, set())
     # The agent added none of them: up started them all, and the agent saw them join.
     assert not [r for r in status["recent_runs"] + status["running"] if r["kind"] == "add"]
-    for worker in head.pool.workers:
-        assert re.search(rf"mark [^(]*\b{re.escape(worker.ip)}\b[^(]*\(joined\): seen ALIVE "
-                         r"in Ray \(started by up", log), log[-4000:]
+    # The agent logs a join at its first iteration after Ray lists the worker ALIVE, which
+    # may come after `up` returned.
+    def joined(worker: pools.Machine) -> bool:
+        return bool(re.search(rf"mark [^(]*\b{re.escape(worker.ip)}\b[^(]*\(joined\): seen "
+                              r"ALIVE in Ray \(started by up", head.journal(since)))
+    head.wait("every worker's join logged", lambda: all(map(joined, head.pool.workers)),
+              timeout=30)
     # up's last task ended the claim (it succeeded): the agent applied the end and removed it
     head.wait("up's claim ended and removed", lambda: not head.claim_file(), timeout=60)
 
